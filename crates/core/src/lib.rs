@@ -1,0 +1,10 @@
+//! latchkey's pure logic, with no I/O: identifiers, the API key format,
+//! scopes, and the catalog of refusal codes. Everything here is
+//! deterministic apart from the randomness used to mint keys and ids.
+
+pub mod code;
+pub mod ids;
+pub mod keyfmt;
+pub mod scope;
+
+pub use code::Code;

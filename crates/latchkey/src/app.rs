@@ -1,0 +1,145 @@
+//! The application: config, store, caches and the background recorder of
+//! key uses, shared by the HTTP server and the CLI.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey_core::scope::ScopePolicy;
+use latchkey_store::{ApiKey, RootKey, Store};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, KeyKind};
+use crate::crypto::MasterKey;
+
+/// Milliseconds since the Unix epoch, from a clock that can be replaced.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> i64;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        let now = time::OffsetDateTime::now_utc();
+        i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
+}
+
+/// A use of a key, recorded off the request path.
+#[derive(Debug, Clone)]
+pub enum Use {
+    Key(String, i64),
+    Root(String, i64),
+}
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub scopes: ScopePolicy,
+    pub master_key: MasterKey,
+    pub clock: Arc<dyn Clock>,
+    pub key_cache: moka::sync::Cache<[u8; 32], Arc<ApiKey>>,
+    pub root_cache: moka::sync::Cache<[u8; 32], Arc<RootKey>>,
+    uses: mpsc::Sender<Use>,
+}
+
+/// Longest wait before a recorded use reaches the database.
+const USE_FLUSH_EVERY: Duration = Duration::from_secs(1);
+const USE_QUEUE: usize = 65_536;
+
+impl App {
+    /// Builds the app and starts the task that writes `last_used_at` in
+    /// batches. The returned handle finishes once the app is dropped and
+    /// the last batch is written.
+    pub fn new(config: Config, store: Arc<dyn Store>, master_key: MasterKey) -> (Arc<App>, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(USE_QUEUE);
+        let ttl = config.cache.ttl.0;
+        let cap = config.cache.capacity;
+        let app = Arc::new(App {
+            scopes: config.scope_policy(),
+            config,
+            store: store.clone(),
+            master_key,
+            clock: Arc::new(SystemClock),
+            key_cache: moka::sync::Cache::builder().max_capacity(cap).time_to_live(ttl).build(),
+            root_cache: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(ttl).build(),
+            uses: tx,
+        });
+        let task = tokio::spawn(record_uses(store, rx));
+        (app, task)
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn kind(&self, name: &str) -> Option<&KeyKind> {
+        self.config.key_kinds.iter().find(|k| k.name == name)
+    }
+
+    /// Records a use without waiting; under overload a use is dropped
+    /// rather than slowing the request (it only feeds `last_used_at`).
+    pub fn record_use(&self, u: Use) {
+        if self.uses.try_send(u).is_err() {
+            metrics::counter!("latchkey_dropped_uses_total").increment(1);
+        }
+    }
+
+    /// Drops cached records of a key after a change made through this node.
+    pub fn forget_key(&self, key: &ApiKey) {
+        if let Ok(d) = <[u8; 32]>::try_from(key.digest.as_slice()) {
+            self.key_cache.invalidate(&d);
+        }
+    }
+
+    pub fn forget_root_key(&self, key: &RootKey) {
+        if let Ok(d) = <[u8; 32]>::try_from(key.digest.as_slice()) {
+            self.root_cache.invalidate(&d);
+        }
+    }
+}
+
+async fn record_uses(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Use>) {
+    let mut keys: HashMap<String, i64> = HashMap::new();
+    let mut roots: HashMap<String, i64> = HashMap::new();
+    let mut tick = tokio::time::interval(USE_FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            u = rx.recv() => match u {
+                Some(Use::Key(id, at)) => {
+                    let e = keys.entry(id).or_insert(at);
+                    *e = (*e).max(at);
+                }
+                Some(Use::Root(id, at)) => {
+                    let e = roots.entry(id).or_insert(at);
+                    *e = (*e).max(at);
+                }
+                None => {
+                    flush(&*store, &mut keys, &mut roots).await;
+                    return;
+                }
+            },
+            _ = tick.tick() => flush(&*store, &mut keys, &mut roots).await,
+        }
+        if keys.len() + roots.len() >= 1000 {
+            flush(&*store, &mut keys, &mut roots).await;
+        }
+    }
+}
+
+async fn flush(store: &dyn Store, keys: &mut HashMap<String, i64>, roots: &mut HashMap<String, i64>) {
+    if !keys.is_empty() {
+        let batch: Vec<(String, i64)> = keys.drain().collect();
+        if let Err(e) = store.touch_keys(&batch).await {
+            tracing::warn!(error = %e, n = batch.len(), "could not record key uses");
+        }
+    }
+    if !roots.is_empty() {
+        let batch: Vec<(String, i64)> = roots.drain().collect();
+        if let Err(e) = store.touch_root_keys(&batch).await {
+            tracing::warn!(error = %e, n = batch.len(), "could not record root key uses");
+        }
+    }
+}

@@ -1,0 +1,435 @@
+//! The command line (SPEC §10). Commands work on the database directly
+//! through the same services as the HTTP API, print text for people and
+//! `--json` (the HTTP API's JSON) for scripts. Exit codes: 0 done or
+//! valid, 1 refused, 2 usage or config error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::app::App;
+use crate::config::{self, Loaded};
+use crate::crypto::{MasterKey, Origin};
+use crate::error::ApiError;
+use crate::http::v1::VerifyAnswer;
+use crate::service;
+use crate::views::{KeyView, ListPage, NewKeyView, NewRootKeyView, OrgView, RootKeyView};
+
+#[derive(Debug, Parser)]
+#[command(name = "latchkey", version, about = "Self-hosted API authentication server: API keys, OAuth 2.0, client JWTs.")]
+pub struct Cli {
+    /// TOML config file (defaults < file < LATCHKEY_* environment).
+    #[arg(long, global = true, env = "LATCHKEY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL, overriding the config (sqlite://path or postgres://...).
+    #[arg(long, global = true)]
+    database: Option<String>,
+    /// Print the HTTP API's JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Config commands.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Root (management) keys.
+    #[command(subcommand, name = "root-keys")]
+    RootKeys(RootKeysCmd),
+    /// Organizations.
+    #[command(subcommand)]
+    Orgs(OrgsCmd),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Verify a credential, as `POST /v1/verify` does. Exit 0 if valid, 1 if not.
+    Verify {
+        credential: String,
+        /// Required scopes, space- or comma-separated.
+        #[arg(long)]
+        scopes: Option<String>,
+        #[arg(long)]
+        environment: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// Validate the config and print the effective one, secrets masked.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum RootKeysCmd {
+    /// Create a root key (shown once).
+    Create {
+        #[arg(long, default_value = "cli")]
+        name: String,
+        /// Management scopes, space- or comma-separated (default `*`).
+        #[arg(long, default_value = "*")]
+        scopes: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgsCmd {
+    /// Create an organization.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCmd {
+    /// Create an API key (shown once).
+    Create(CreateKeyArgs),
+    /// List an organization's keys, newest first.
+    List {
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        external_id: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Revoke a key.
+    Revoke {
+        key_id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Rotate a key: prints the new key once; the old one works for the grace period.
+    Rotate {
+        key_id: String,
+        /// e.g. 24h, 90s or seconds (default 0: the old key stops now).
+        #[arg(long)]
+        grace_period: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CreateKeyArgs {
+    #[arg(long)]
+    org: String,
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    kind: Option<String>,
+    #[arg(long)]
+    environment: Option<String>,
+    /// Scopes, space- or comma-separated.
+    #[arg(long, default_value = "")]
+    scopes: String,
+    /// e.g. 90d, 24h or seconds.
+    #[arg(long)]
+    expires_in: Option<String>,
+    #[arg(long)]
+    external_id: Option<String>,
+}
+
+/// Splits `"a b,c"` into scopes.
+pub fn split_scopes(s: &str) -> Vec<String> {
+    s.split([' ', ',']).filter(|x| !x.is_empty()).map(str::to_owned).collect()
+}
+
+fn duration_arg(flag: &str, v: Option<&str>) -> Result<Option<crate::views::DurationInput>, Failure> {
+    v.map(|s| {
+        config::parse_duration(s)
+            .map_err(|e| Failure::Usage(format!("--{flag}: {e}")))
+            .and_then(|d| i64::try_from(d.as_secs()).map_err(|_| Failure::Usage(format!("--{flag}: too long"))))
+            .map(crate::views::DurationInput)
+    })
+    .transpose()
+}
+
+/// Why a command failed, and so its exit code.
+enum Failure {
+    /// Bad usage or config: exit 2.
+    Usage(String),
+    /// A refusal (not found, invalid, conflict): exit 1.
+    Refused(ApiError),
+    /// Anything else (database unreachable, I/O): exit 1.
+    Other(String),
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        Failure::Refused(e)
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(Failure::Usage(m)) => {
+            eprintln!("{m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Refused(e)) => {
+            if json {
+                let keep = axum::http::HeaderMap::new();
+                let res = crate::http::problem::render(&e, "", &latchkey_core::ids::new_id("req_"), &keep);
+                let body = rt.block_on(axum::body::to_bytes(res.into_body(), 1 << 20)).unwrap_or_default();
+                println!("{}", String::from_utf8_lossy(&body));
+            } else {
+                eprintln!("error: {}: {}", e.code.as_str(), e.detail);
+                for f in &e.errors {
+                    eprintln!("  {}: {}", f.field, f.message);
+                }
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Other(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logs(format: &str, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    } else {
+        println!("{}", text());
+    }
+}
+
+/// Opens the store, migrates, loads the master key and builds the app.
+async fn open(loaded: &Loaded) -> Result<(Arc<App>, tokio::task::JoinHandle<()>, Origin), Failure> {
+    let c = &loaded.config;
+    if c.is_sqlite() {
+        std::fs::create_dir_all(&c.data_dir).map_err(|e| Failure::Other(format!("cannot create {}: {e}", c.data_dir)))?;
+    }
+    let store = latchkey_store::connect(&c.database_url).await.map_err(|e| Failure::Other(format!("cannot open the database: {e}")))?;
+    store.migrate().await.map_err(|e| Failure::Other(format!("migration failed: {e}")))?;
+    let configured = c.master_key.as_ref().map(|m| m.0.as_str());
+    let (mk, origin) = MasterKey::load(configured, std::path::Path::new(&c.data_dir), c.is_sqlite()).map_err(Failure::Usage)?;
+    let (app, task) = App::new(c.clone(), store, mk);
+    Ok((app, task, origin))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    let loaded = config::load(cli.config.as_deref(), cli.database.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let json = cli.json;
+    match cli.command {
+        Command::Config(ConfigCmd::Check) => {
+            let text = toml::to_string_pretty(&loaded.config).map_err(|e| Failure::Other(e.to_string()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&loaded.config).unwrap_or_default());
+            } else {
+                let from = loaded.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults and environment".into());
+                println!("# config OK ({from}); secrets masked\n{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => serve(loaded).await,
+        Command::Migrate => {
+            init_logs(&loaded.config.log_format, "warn");
+            let (_app, _task, _) = open(&loaded).await?;
+            print(json, &serde_json::json!({"migrated": true}), || "Database is up to date.".to_owned());
+            Ok(ExitCode::SUCCESS)
+        }
+        other => {
+            init_logs(&loaded.config.log_format, "warn");
+            let (app, task, _) = open(&loaded).await?;
+            let res = command(&app, other, json).await;
+            drop(app);
+            let _ = task.await;
+            res
+        }
+    }
+}
+
+async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failure> {
+    let now = app.now_ms();
+    match cmd {
+        Command::RootKeys(RootKeysCmd::Create { name, scopes }) => {
+            let (k, secret) = service::create_root_key(app, service::CreateRootKey { name, scopes: split_scopes(&scopes) }).await?;
+            let view = NewRootKeyView { key: secret.clone(), record: RootKeyView::from(&k) };
+            print(json, &view, || format!("Created root key {} ({}) with scopes: {}\n\n  {secret}\n\nStore it now: it will not be shown again.", k.id, k.name, k.scopes.join(" ")));
+        }
+        Command::Orgs(OrgsCmd::Create { name }) => {
+            let org = service::create_org(app, service::CreateOrg { name }).await?;
+            print(json, &OrgView::from(&org), || format!("Created organization {} ({})", org.id, org.name));
+        }
+        Command::Keys(KeysCmd::Create(a)) => {
+            let req = service::CreateKey {
+                name: a.name,
+                kind: a.kind,
+                environment: a.environment,
+                scopes: split_scopes(&a.scopes),
+                expires_in: duration_arg("expires-in", a.expires_in.as_deref())?,
+                external_id: a.external_id,
+                ..Default::default()
+            };
+            let (k, secret) = service::create_key(app, &a.org, req).await?;
+            let view = NewKeyView { key: secret.clone(), record: KeyView::new(&k, now) };
+            print(json, &view, || {
+                format!(
+                    "Created {} key {} ({}, environment {}) in {}\n\n  {secret}\n\nStore it now: it will not be shown again.",
+                    k.kind, k.id, k.name, k.environment, k.org_id
+                )
+            });
+        }
+        Command::Keys(KeysCmd::List { org, external_id, limit, cursor }) => {
+            let (rows, next_cursor) = service::list_keys(app, &org, service::KeyListQuery { external_id, limit, cursor }).await?;
+            let page = ListPage { data: rows.iter().map(|k| KeyView::new(k, now)).collect(), next_cursor };
+            print(json, &page, || {
+                let mut out = format!("{:<26} {:<18} {:<10} {:<9} {:<10} {}", "ID", "START", "KIND", "ENV", "STATUS", "NAME");
+                for k in &page.data {
+                    let status = serde_json::to_value(k.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    out.push_str(&format!("\n{:<26} {:<18} {:<10} {:<9} {:<10} {}", k.id, k.start, k.kind, k.environment, status, k.name));
+                }
+                if page.data.is_empty() {
+                    out.push_str("\n(no keys)");
+                }
+                if let Some(c) = &page.next_cursor {
+                    out.push_str(&format!("\nmore: --cursor {c}"));
+                }
+                out
+            });
+        }
+        Command::Keys(KeysCmd::Revoke { key_id, reason }) => {
+            let k = service::revoke_key(app, &key_id, service::RevokeKey { reason }).await?;
+            let view = KeyView::new(&k, now);
+            print(json, &view, || format!("Revoked {} ({})", k.id, k.revoke_reason.clone().unwrap_or_default()));
+        }
+        Command::Keys(KeysCmd::Rotate { key_id, grace_period }) => {
+            let req = service::RotateKey { grace_period: duration_arg("grace-period", grace_period.as_deref())? };
+            let (new, secret, old) = service::rotate_key(app, &key_id, req).await?;
+            let view = NewKeyView { key: secret.clone(), record: KeyView::new(&new, now) };
+            print(json, &view, || {
+                let until = old.revoked_at.map(crate::views::rfc3339).unwrap_or_default();
+                format!("Rotated {} into {}; the old key works until {until}.\n\n  {secret}\n\nStore it now: it will not be shown again.", old.id, new.id)
+            });
+        }
+        Command::Verify { credential, scopes, environment } => {
+            let env = environment.unwrap_or_else(|| app.config.environment.clone());
+            let required = scopes.as_deref().map(split_scopes).unwrap_or_default();
+            let res = crate::decision::decide(app, credential.trim(), &required, &env).await;
+            let answer = VerifyAnswer::from_decision(res)?;
+            let valid = answer.valid;
+            print(json, &answer, || {
+                if answer.valid {
+                    format!(
+                        "VALID: key {} of {} (scopes: {})",
+                        answer.key_id.clone().unwrap_or_default(),
+                        answer.org_id.clone().unwrap_or_default(),
+                        answer.scopes.clone().unwrap_or_default().join(" ")
+                    )
+                } else {
+                    format!("{}: {}", answer.code, answer.detail.clone().unwrap_or_default())
+                }
+            });
+            return Ok(if valid { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        }
+        Command::Serve | Command::Migrate | Command::Config(_) => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(loaded: Loaded) -> Result<ExitCode, Failure> {
+    let c = loaded.config.clone();
+    init_logs(&c.log_format, "info");
+    let _ = crate::http::ops::metrics_handle();
+    let addr = c.listen_addr().map_err(|e| Failure::Usage(e.to_string()))?;
+    let (app, task, origin) = open(&loaded).await?;
+    match &origin {
+        Origin::Config => tracing::info!("master key from LATCHKEY_MASTER_KEY"),
+        Origin::File(p) => tracing::info!(path = %p, "master key from file"),
+        Origin::Created(p) => tracing::info!(path = %p, "created a new master key file (mode 0600): back it up"),
+    }
+    for section in c.inactive_sections() {
+        tracing::warn!(section, "this config section is validated but not acted on by this version yet");
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener.local_addr().map_err(|e| Failure::Other(e.to_string()))?;
+    let bootstrap = if app.store.count_root_keys().await.map_err(|e| Failure::Other(e.to_string()))? == 0 {
+        Some(service::create_root_key(&app, service::CreateRootKey { name: "bootstrap".into(), scopes: vec!["*".into()] }).await?)
+    } else {
+        None
+    };
+    tracing::info!(addr = %bound, backend = app.store.backend(), environment = %c.environment, "latchkey listening");
+    println!("latchkey {} listening on http://{bound} ({} database)", env!("CARGO_PKG_VERSION"), app.store.backend());
+    if let Some((_, secret)) = bootstrap {
+        println!("{}", banner(&secret, &format!("http://{bound}")));
+    }
+    let router = crate::http::router(app.clone());
+    drop(app);
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+            tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+    };
+    crate::http::serve(listener, router, shutdown).await.map_err(|e| Failure::Other(e.to_string()))?;
+    let _ = task.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a newcomer sees at first start: the root key, once, and what to do next.
+fn banner(root_key: &str, base: &str) -> String {
+    format!(
+        r#"
+This is a new database: here is its first root key. It is shown once and never again.
+
+    export LATCHKEY_ROOT_KEY={root_key}
+
+Try it (each command prints JSON; copy the ids it returns into the next one):
+
+    # 1. create an organization
+    curl -s -X POST {base}/v1/orgs -H "Authorization: Bearer $LATCHKEY_ROOT_KEY" \
+      -H 'Content-Type: application/json' -d '{{"name": "Acme"}}'
+
+    # 2. create a test key in it (replace ORG_ID)
+    curl -s -X POST {base}/v1/orgs/ORG_ID/keys -H "Authorization: Bearer $LATCHKEY_ROOT_KEY" \
+      -H 'Content-Type: application/json' -d '{{"name": "backend", "kind": "test", "scopes": ["documents.read"]}}'
+
+    # 3. verify it, as your API would (replace KEY)
+    curl -s -X POST {base}/v1/verify -H "Authorization: Bearer $LATCHKEY_ROOT_KEY" \
+      -H 'Content-Type: application/json' \
+      -d '{{"credential": "KEY", "environment": "test", "required_scopes": ["documents.read"]}}'
+
+API reference: {base}/openapi.json    Errors: {base}/errors
+"#
+    )
+}

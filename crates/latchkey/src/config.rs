@@ -1,0 +1,477 @@
+//! Configuration: defaults < TOML file (`--config`) < `LATCHKEY_*`
+//! environment, loaded with figment, then validated as a whole. A bad
+//! config is one line naming the setting and where it came from.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use latchkey_core::keyfmt;
+use latchkey_core::scope::{ScopePolicy, is_scope_token};
+
+/// Prefix of root (management) keys. Not configurable: it must never
+/// collide with an API key kind.
+pub const ROOT_PREFIX: &str = "lk_root_";
+
+/// Top-level settings, used to tell `LATCHKEY_*` variables that are
+/// config from the ones that are not (e.g. test settings).
+const TOP_LEVEL: &[&str] = &[
+    "public_url",
+    "listen",
+    "database_url",
+    "data_dir",
+    "master_key",
+    "region",
+    "environment",
+    "log_format",
+    "credentials",
+    "key_kinds",
+    "scopes",
+    "ratelimit",
+    "oauth",
+    "jwt_auth",
+    "routes",
+    "proxy",
+    "cache",
+];
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Public base URL: the issuer, and the base of problem `type` URLs.
+    pub public_url: String,
+    pub listen: String,
+    pub database_url: String,
+    /// Where the embedded database and the master key file live.
+    pub data_dir: String,
+    /// 32 bytes, base64. Required on PostgreSQL; on SQLite a file in
+    /// `data_dir` is created at first start when unset.
+    pub master_key: Option<Masked>,
+    pub region: String,
+    pub environment: String,
+    /// `text` (default) or `json` log lines on stderr.
+    pub log_format: String,
+    pub credentials: Credentials,
+    pub key_kinds: Vec<KeyKind>,
+    pub scopes: Scopes,
+    pub cache: CacheConfig,
+    pub ratelimit: toml::Table,
+    pub oauth: toml::Table,
+    pub jwt_auth: toml::Table,
+    pub routes: Vec<toml::Table>,
+    pub proxy: toml::Table,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            listen: "127.0.0.1:8080".into(),
+            database_url: "sqlite://./latchkey-data/latchkey.db".into(),
+            data_dir: "./latchkey-data".into(),
+            master_key: None,
+            region: "local".into(),
+            environment: "live".into(),
+            log_format: "text".into(),
+            credentials: Credentials::default(),
+            key_kinds: vec![
+                KeyKind { name: "live".into(), prefix: "sk_live_".into(), environments: vec!["live".into()], requires_explicit_scopes: false },
+                KeyKind { name: "test".into(), prefix: "sk_test_".into(), environments: vec!["test".into()], requires_explicit_scopes: false },
+                KeyKind {
+                    name: "restricted".into(),
+                    prefix: "rk_".into(),
+                    environments: vec!["test".into(), "live".into()],
+                    requires_explicit_scopes: true,
+                },
+            ],
+            scopes: Scopes::default(),
+            cache: CacheConfig::default(),
+            ratelimit: toml::Table::new(),
+            oauth: toml::Table::new(),
+            jwt_auth: toml::Table::new(),
+            routes: Vec::new(),
+            proxy: toml::Table::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Credentials {
+    pub bearer: bool,
+    pub apikey_scheme: bool,
+    pub headers: Vec<String>,
+    pub query_param: String,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self { bearer: true, apikey_scheme: true, headers: vec!["api_key".into(), "x-api-key".into()], query_param: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyKind {
+    pub name: String,
+    pub prefix: String,
+    pub environments: Vec<String>,
+    #[serde(default)]
+    pub requires_explicit_scopes: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scopes {
+    pub separator: String,
+    pub catalog: BTreeMap<String, String>,
+    pub implies: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Scopes {
+    fn default() -> Self {
+        Self { separator: ".".into(), catalog: BTreeMap::new(), implies: BTreeMap::new() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// How long a node may answer from its cache of key records. This is
+    /// the bound on how long a change made through another node may take
+    /// to reach this one (SPEC §1: 1 second).
+    pub ttl: Dur,
+    /// Most key records cached per node.
+    pub capacity: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { ttl: Dur(Duration::from_secs(1)), capacity: 100_000 }
+    }
+}
+
+/// A duration written `90s`, `15m`, `1h`, `30d` (or `500ms`), or an
+/// integer number of seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl Dur {
+    pub fn parse(s: &str) -> Result<Dur, String> {
+        parse_duration(s).map(Dur)
+    }
+}
+
+/// Parses `90s`, `15m`, `1h`, `30d`, `500ms` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 30d"))?;
+    let secs = match unit {
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        "ms" => return Ok(Duration::from_millis(n)),
+        _ => return Err(format!("`{s}` is not a duration like 90s, 15m, 1h or 30d")),
+    };
+    secs.filter(|&s| s <= 100 * 365 * 86_400)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` is longer than 100 years"))
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let secs = self.0.as_secs();
+        let text = if self.0.subsec_millis() != 0 {
+            format!("{}ms", self.0.as_millis())
+        } else if secs != 0 && secs.is_multiple_of(86_400) {
+            format!("{}d", secs / 86_400)
+        } else if secs != 0 && secs.is_multiple_of(3600) {
+            format!("{}h", secs / 3600)
+        } else if secs != 0 && secs.is_multiple_of(60) {
+            format!("{}m", secs / 60)
+        } else {
+            format!("{secs}s")
+        };
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration like \"90s\", \"15m\", \"1h\", \"30d\" or a number of seconds")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
+                Dur::parse(v).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dur, E> {
+                Ok(Dur(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
+                u64::try_from(v).map(|v| Dur(Duration::from_secs(v))).map_err(|_| E::custom("a duration cannot be negative"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A secret setting: its Debug, Display and serialized form are masked.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Masked(pub String);
+
+impl fmt::Debug for Masked {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("\"********\"")
+    }
+}
+
+impl Serialize for Masked {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("********")
+    }
+}
+
+/// A config that failed to load: one line naming the setting and the source.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the config came from, for error messages and `config check`.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub file: Option<PathBuf>,
+}
+
+/// Loads defaults, then `file`, then the `LATCHKEY_*` environment, then
+/// `database_override` (the `--database` flag), and validates the result.
+pub fn load(file: Option<&Path>, database_override: Option<&str>) -> Result<Loaded, ConfigError> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(ConfigError(format!("config error: file {} does not exist or is not a file", path.display())));
+        }
+        fig = fig.merge(Toml::file_exact(path));
+    }
+    fig = fig.merge(Env::prefixed("LATCHKEY_").split("__").filter(|k| {
+        let top = k.as_str().split('.').next().unwrap_or_default();
+        TOP_LEVEL.contains(&top)
+    }));
+    if let Some(db) = database_override {
+        fig = fig.merge(Serialized::default("database_url", db));
+    }
+    let config: Config = fig.extract().map_err(|e| describe_figment_error(&fig, e))?;
+    let source = match file {
+        Some(p) => p.display().to_string(),
+        None => "the defaults or the environment".to_owned(),
+    };
+    validate(&config).map_err(|(setting, msg)| {
+        let origin = fig
+            .find_metadata(&setting)
+            .map(|m| m.source.as_ref().map(|s| s.to_string()).unwrap_or_else(|| m.name.to_string()))
+            .unwrap_or_else(|| source.clone());
+        ConfigError(format!("config error: `{setting}` in {origin}: {msg}"))
+    })?;
+    Ok(Loaded { config, file: file.map(Path::to_path_buf) })
+}
+
+fn describe_figment_error(fig: &Figment, e: figment::Error) -> ConfigError {
+    let mut parts = Vec::new();
+    for err in e {
+        let setting = if err.path.is_empty() { "(top level)".to_owned() } else { err.path.join(".") };
+        let origin = err
+            .metadata
+            .as_ref()
+            .map(|m| m.source.as_ref().map(|s| s.to_string()).unwrap_or_else(|| m.name.to_string()))
+            .or_else(|| fig.find_metadata(&setting).map(|m| m.name.to_string()))
+            .unwrap_or_else(|| "the config".to_owned());
+        let kind = match &err.kind {
+            figment::error::Kind::UnknownField(field, _) => format!("unknown setting `{field}`"),
+            other => other.to_string(),
+        };
+        parts.push(format!("config error: `{setting}` in {origin}: {kind}"));
+    }
+    ConfigError(parts.join("; "))
+}
+
+/// Whole-config checks that serde cannot express. Answers the setting's
+/// dotted path and the problem.
+pub fn validate(c: &Config) -> Result<(), (String, String)> {
+    let err = |k: &str, m: String| Err((k.to_owned(), m));
+    if c.listen.parse::<SocketAddr>().is_err() {
+        return err("listen", format!("`{}` is not an address like 127.0.0.1:8080", c.listen));
+    }
+    if !(c.public_url.starts_with("http://") || c.public_url.starts_with("https://")) || c.public_url.contains(char::is_whitespace) {
+        return err("public_url", format!("`{}` is not an http(s) URL", c.public_url));
+    }
+    if !(c.database_url.starts_with("sqlite:") || c.database_url.starts_with("postgres://") || c.database_url.starts_with("postgresql://")) {
+        return err("database_url", "must start with sqlite: or postgres://".into());
+    }
+    if c.environment.trim().is_empty() {
+        return err("environment", "must not be empty".into());
+    }
+    if !matches!(c.log_format.as_str(), "text" | "json") {
+        return err("log_format", format!("`{}` is not `text` or `json`", c.log_format));
+    }
+    if let Some(mk) = &c.master_key {
+        crate::crypto::MasterKey::from_base64(&mk.0).map_err(|e| ("master_key".to_owned(), e))?;
+    }
+    for (i, h) in c.credentials.headers.iter().enumerate() {
+        if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() || h.eq_ignore_ascii_case("authorization") {
+            return err(&format!("credentials.headers.{i}"), format!("`{h}` is not a usable header name"));
+        }
+    }
+    if !c.credentials.query_param.is_empty() && !c.credentials.query_param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return err("credentials.query_param", "must be letters, digits, `_` or `-`".into());
+    }
+    if c.key_kinds.is_empty() {
+        return err("key_kinds", "at least one key kind is needed".into());
+    }
+    for (i, k) in c.key_kinds.iter().enumerate() {
+        let at = format!("key_kinds.{i}");
+        if k.name.is_empty() || !k.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return err(&format!("{at}.name"), format!("`{}` must be letters, digits, `_` or `-`", k.name));
+        }
+        if !keyfmt::valid_prefix(&k.prefix) {
+            return err(&format!("{at}.prefix"), format!("`{}` must be 1 to 32 letters, digits, `_` or `-`", k.prefix));
+        }
+        if k.environments.is_empty() || k.environments.iter().any(|e| e.trim().is_empty()) {
+            return err(&format!("{at}.environments"), "must list at least one non-empty environment".into());
+        }
+        for (j, other) in c.key_kinds.iter().enumerate().take(i) {
+            if other.name == k.name {
+                return err(&format!("{at}.name"), format!("duplicate key kind name `{}` (also key_kinds.{j})", k.name));
+            }
+            if other.prefix == k.prefix {
+                return err(&format!("{at}.prefix"), format!("duplicate key prefix `{}` (also key_kinds.{j})", k.prefix));
+            }
+            if other.prefix.starts_with(&k.prefix) || k.prefix.starts_with(&other.prefix) {
+                return err(
+                    &format!("{at}.prefix"),
+                    format!("prefix `{}` and `{}` (key_kinds.{j}) are prefixes of one another: a key could not be told apart", k.prefix, other.prefix),
+                );
+            }
+        }
+        if ROOT_PREFIX.starts_with(&k.prefix) || k.prefix.starts_with(ROOT_PREFIX) {
+            return err(&format!("{at}.prefix"), format!("`{}` overlaps the root key prefix `{ROOT_PREFIX}`", k.prefix));
+        }
+    }
+    if !matches!(c.scopes.separator.as_str(), "." | ":") {
+        return err("scopes.separator", format!("`{}` is not `.` or `:`", c.scopes.separator));
+    }
+    for name in c.scopes.catalog.keys() {
+        if !is_scope_token(name) || name.contains('*') {
+            return err(&format!("scopes.catalog.{name}"), "is not a valid scope name".into());
+        }
+    }
+    for (name, implied) in &c.scopes.implies {
+        if !is_scope_token(name) || name.contains('*') {
+            return err(&format!("scopes.implies.{name}"), "is not a valid scope name".into());
+        }
+        if let Some(bad) = implied.iter().find(|s| !is_scope_token(s)) {
+            return err(&format!("scopes.implies.{name}"), format!("`{bad}` is not a valid scope"));
+        }
+    }
+    if c.cache.ttl.0 > Duration::from_secs(60) {
+        return err("cache.ttl", "must be at most 60s (it bounds how long a revocation takes to reach every node)".into());
+    }
+    Ok(())
+}
+
+impl Config {
+    pub fn scope_policy(&self) -> ScopePolicy {
+        let sep = if self.scopes.separator == ":" { ':' } else { '.' };
+        ScopePolicy::new(sep, self.scopes.catalog.clone(), self.scopes.implies.clone())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError(format!("config error: `listen`: `{}` is not an address", self.listen)))
+    }
+
+    pub fn public_url(&self) -> &str {
+        self.public_url.trim_end_matches('/')
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+
+    /// The sections accepted and validated now but acted on by later work.
+    pub fn inactive_sections(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if !self.ratelimit.is_empty() {
+            v.push("ratelimit");
+        }
+        if !self.oauth.is_empty() {
+            v.push("oauth");
+        }
+        if !self.jwt_auth.is_empty() {
+            v.push("jwt_auth");
+        }
+        if !self.routes.is_empty() {
+            v.push("routes");
+        }
+        if !self.proxy.is_empty() {
+            v.push("proxy");
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("42"), Ok(Duration::from_secs(42)));
+        assert!(parse_duration("1y").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert!(parse_duration("36600000d").is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(validate(&Config::default()), Ok(()));
+    }
+
+    #[test]
+    fn overlapping_prefixes_are_refused() {
+        let mut c = Config::default();
+        c.key_kinds[2].prefix = "sk_".into();
+        let (setting, msg) = validate(&c).unwrap_err();
+        assert_eq!(setting, "key_kinds.2.prefix");
+        assert!(msg.contains("prefixes of one another"), "{msg}");
+        c.key_kinds[2].prefix = "sk_live_".into();
+        assert!(validate(&c).unwrap_err().1.contains("duplicate key prefix"));
+        c.key_kinds[2].prefix = "lk_".into();
+        assert!(validate(&c).unwrap_err().1.contains("root key prefix"));
+    }
+}

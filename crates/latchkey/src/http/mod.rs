@@ -1,0 +1,80 @@
+//! The HTTP server: one router, one error type, one middleware stack.
+
+pub mod extract;
+pub mod ops;
+pub mod problem;
+pub mod v1;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::header;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// Largest request body accepted (413 beyond).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// The OpenAPI document of every `/v1` endpoint, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let (_, api) = api_router().split_for_parts();
+    api
+}
+
+fn api_router() -> OpenApiRouter<Arc<App>> {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("latchkey")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some("Self-hosted API authentication: API keys, OAuth 2.0, client JWTs. Errors are RFC 9457 problem+json."))
+                .build(),
+        )
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "root_key",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("lk_root_...").build()),
+    );
+    components.add_security_scheme("root_key_header", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
+    OpenApiRouter::with_openapi(doc).merge(v1::router())
+}
+
+/// The whole application as an axum router.
+pub fn router(app: Arc<App>) -> Router {
+    let (api, doc) = api_router().split_for_parts();
+    let doc = Arc::new(doc);
+    api.merge(ops::router(doc))
+        .fallback(|| async { ApiError::new(latchkey_core::Code::NotFound, "No such route.") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("handler panicked");
+            ApiError::internal().into_response_parts()
+        }))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), problem::finish))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION]))
+        .with_state(app)
+}
+
+impl ApiError {
+    fn into_response_parts(self) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,15 @@
+//! latchkey: a self-hosted API authentication server.
+//!
+//! `app` holds the shared state, `service` what latchkey does,
+//! `decision` the one engine that judges a presented credential, `http`
+//! the server and `cli` the command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod decision;
+pub mod error;
+pub mod http;
+pub mod service;
+pub mod views;

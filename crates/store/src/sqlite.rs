@@ -1,0 +1,87 @@
+//! Embedded SQLite: one file, WAL journal, a small pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{Sqlite, Transaction};
+
+use crate::Result;
+use crate::common::{db_err, embedded_migrator, impl_store};
+
+const MAX_CONNECTIONS: u32 = 8;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The SQLite store. Readers run concurrently (WAL); writers queue on
+/// SQLite's lock, waiting up to [`BUSY_TIMEOUT`] for it.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing, with its parent directory) the database
+    /// named by `url`: `sqlite://./path/to.db`, `sqlite:path/to.db`,
+    /// `sqlite:///abs/path.db` or `sqlite::memory:`. Does not migrate.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let in_memory = is_in_memory(url);
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(db_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true)
+            .synchronous(SqliteSynchronous::Normal);
+
+        if !in_memory
+            && let Some(parent) = options.get_filename().parent()
+            && !parent.as_os_str().is_empty()
+        {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| db_err(sqlx::Error::Io(e)))?;
+        }
+
+        let mut pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
+        if in_memory {
+            // An in-memory database lives as long as one connection to it.
+            pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
+        }
+        let pool = pool.connect_with(options).await.map_err(db_err)?;
+        Ok(Self { pool })
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    fn migrator() -> Migrator {
+        embedded_migrator(&[(
+            1,
+            "initial",
+            include_str!("../migrations/sqlite/0001_initial.sql"),
+        )])
+    }
+
+    /// A transaction that takes SQLite's write lock up front, so it never
+    /// has to upgrade a read lock (which fails with `SQLITE_BUSY` at once,
+    /// without honouring `busy_timeout`, when another writer got there first).
+    async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
+        self.pool.begin().await
+    }
+}
+
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+impl_store!(SqliteStore, Sqlite, "sqlite");

@@ -1,0 +1,1004 @@
+//! One conformance suite for every `Store`, run on a fresh SQLite file and
+//! on a fresh PostgreSQL database per test. PostgreSQL comes from
+//! `LATCHKEY_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`);
+//! without it the PostgreSQL half is skipped with a message, except under
+//! `CI=true`, where it fails.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use latchkey_store::testing::{drop_postgres_test_database, postgres_url_for_tests};
+use latchkey_store::{ApiKey, KeyPatch, KeyQuery, Org, Page, RootKey, Store, StoreError};
+use serde_json::json;
+
+// ---- harness ------------------------------------------------------------
+
+async fn sqlite_store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    // A parent directory that does not exist yet: connect creates it.
+    let url = format!("sqlite://{}/data/latchkey.db", dir.path().display());
+    let store = latchkey_store::connect(&url).await.unwrap();
+    assert_eq!(store.backend(), "sqlite");
+    store.migrate().await.unwrap();
+    (dir, store)
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let (_dir, store) = super::sqlite_store().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(url) = super::postgres_url_for_tests(stringify!($name)).await else {
+                        return;
+                    };
+                    let store = latchkey_store::connect(&url).await.unwrap();
+                    assert_eq!(store.backend(), "postgres");
+                    store.migrate().await.unwrap();
+                    super::$name(store).await;
+                    // Only reached on success: a failed test keeps its database.
+                    super::drop_postgres_test_database(&url).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    migrate_twice_is_a_no_op,
+    orgs_create_get_list,
+    root_keys,
+    keys_create_and_lookup,
+    list_keys_pages_newest_first,
+    list_keys_by_external_id,
+    update_key_fields,
+    revoke_key_is_idempotent_and_can_only_lower,
+    rotate_key,
+    rotate_key_is_atomic,
+    delete_key,
+    touch_keys_keeps_the_max,
+    concurrent_rotate_revoke_update,
+);
+
+// ---- fixtures -----------------------------------------------------------
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn org(id: &str, created_at: i64) -> Org {
+    Org {
+        id: id.to_owned(),
+        name: format!("Org {id}"),
+        created_at,
+    }
+}
+
+/// Bytes that are not valid UTF-8 and contain a NUL, to prove the digest
+/// column is binary.
+fn digest(id: &str) -> Vec<u8> {
+    let mut d = vec![0x00, 0xff, 0xfe];
+    d.extend_from_slice(id.as_bytes());
+    d.resize(32, 0x7f);
+    d
+}
+
+fn key(id: &str, org_id: &str, created_at: i64) -> ApiKey {
+    ApiKey {
+        id: id.to_owned(),
+        org_id: org_id.to_owned(),
+        name: format!("key {id}"),
+        kind: "live".to_owned(),
+        environment: "production".to_owned(),
+        start: "lk_live_abcd".to_owned(),
+        digest: digest(id),
+        scopes: vec!["keys:read".to_owned(), "keys:write".to_owned()],
+        external_id: None,
+        metadata: json!({}),
+        created_at,
+        updated_at: created_at,
+        expires_at: None,
+        revoked_at: None,
+        revoke_reason: None,
+        replaced_by: None,
+        rotated_from: None,
+        last_used_at: None,
+    }
+}
+
+fn root_key(id: &str, created_at: i64) -> RootKey {
+    RootKey {
+        id: id.to_owned(),
+        name: format!("root {id}"),
+        start: "lk_root_wxyz".to_owned(),
+        digest: digest(id),
+        scopes: vec!["*".to_owned()],
+        created_at,
+        revoked_at: None,
+        last_used_at: None,
+    }
+}
+
+async fn store_with_org(store: &dyn Store, org_id: &str) {
+    store.create_org(&org(org_id, NOW)).await.unwrap();
+}
+
+fn ids<T, F: Fn(&T) -> &str>(items: &[T], f: F) -> Vec<String> {
+    items.iter().map(|i| f(i).to_owned()).collect()
+}
+
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("{what}: expected Conflict, got {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>, what: &str) {
+    match result {
+        Err(StoreError::NotFound) => {}
+        other => panic!("{what}: expected NotFound, got {other:?}"),
+    }
+}
+
+/// Pages through all keys of `q` (`limit` per page), checking that every
+/// page but the last is full.
+async fn all_pages(store: &dyn Store, mut q: KeyQuery) -> Vec<ApiKey> {
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let page = store.list_keys(&q).await.unwrap();
+        assert!(page.len() <= q.limit as usize, "page longer than limit");
+        let full = page.len() == q.limit as usize;
+        out.extend(page);
+        if !full {
+            return out;
+        }
+        let last = out.last().unwrap();
+        q.cursor = Some((last.created_at, last.id.clone()));
+    }
+    panic!("paging did not terminate");
+}
+
+// ---- tests --------------------------------------------------------------
+
+async fn migrate_twice_is_a_no_op(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+    store_with_org(&*store, "o1").await;
+    store.create_key(&key("k1", "o1", NOW)).await.unwrap();
+
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+
+    store.ping().await.unwrap();
+    assert_eq!(store.get_org("o1").await.unwrap(), org("o1", NOW));
+    assert_eq!(store.get_key("k1").await.unwrap(), key("k1", "o1", NOW));
+}
+
+async fn orgs_create_get_list(store: Arc<dyn Store>) {
+    // Ties on created_at are broken by id, descending.
+    let orgs = [
+        org("a", 10),
+        org("b", 20),
+        org("c", 20),
+        org("d", 30),
+        org("e", 5),
+    ];
+    for o in &orgs {
+        store.create_org(o).await.unwrap();
+    }
+    assert_eq!(store.get_org("c").await.unwrap(), org("c", 20));
+    assert_not_found(store.get_org("nope").await, "get unknown org");
+    assert_conflict(store.create_org(&org("a", 99)).await, "duplicate org id");
+    assert_eq!(store.get_org("a").await.unwrap().created_at, 10);
+
+    let all = store
+        .list_orgs(&Page {
+            limit: 100,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&all, |o| &o.id), ["d", "c", "b", "a", "e"]);
+
+    let mut paged = Vec::new();
+    let mut page = Page {
+        limit: 2,
+        cursor: None,
+    };
+    loop {
+        let got = store.list_orgs(&page).await.unwrap();
+        assert!(got.len() <= 2);
+        let Some(last) = got.last() else { break };
+        page.cursor = Some((last.created_at, last.id.clone()));
+        let done = got.len() < 2;
+        paged.extend(got);
+        if done {
+            break;
+        }
+    }
+    assert_eq!(paged, all);
+
+    let after_c = store
+        .list_orgs(&Page {
+            limit: 10,
+            cursor: Some((20, "c".to_owned())),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&after_c, |o| &o.id), ["b", "a", "e"]);
+}
+
+async fn root_keys(store: Arc<dyn Store>) {
+    assert_eq!(store.count_root_keys().await.unwrap(), 0);
+    let r1 = root_key("r1", NOW);
+    let r2 = root_key("r2", NOW + 1);
+    store.create_root_key(&r1).await.unwrap();
+    store.create_root_key(&r2).await.unwrap();
+    assert_eq!(store.count_root_keys().await.unwrap(), 2);
+
+    assert_eq!(
+        store.root_key_by_digest(&digest("r1")).await.unwrap(),
+        Some(r1.clone())
+    );
+    assert_eq!(store.root_key_by_digest(&digest("zz")).await.unwrap(), None);
+
+    let mut dup = root_key("r3", NOW);
+    dup.digest = digest("r1");
+    assert_conflict(store.create_root_key(&dup).await, "duplicate root digest");
+    assert_conflict(
+        store.create_root_key(&root_key("r1", NOW)).await,
+        "duplicate root id",
+    );
+    assert_eq!(store.count_root_keys().await.unwrap(), 2);
+
+    let listed = store
+        .list_root_keys(&Page {
+            limit: 1,
+            cursor: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![r2.clone()]);
+    let listed = store
+        .list_root_keys(&Page {
+            limit: 1,
+            cursor: Some((r2.created_at, r2.id.clone())),
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed, vec![r1.clone()]);
+
+    let revoked = store.revoke_root_key("r1", NOW + 100).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(NOW + 100));
+    // Idempotent: a later revocation keeps the first time.
+    let again = store.revoke_root_key("r1", NOW + 200).await.unwrap();
+    assert_eq!(again.revoked_at, Some(NOW + 100));
+    assert_eq!(
+        store
+            .root_key_by_digest(&digest("r1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(NOW + 100)
+    );
+    assert_not_found(store.revoke_root_key("nope", NOW).await, "revoke unknown root");
+    // Revoked keys still count.
+    assert_eq!(store.count_root_keys().await.unwrap(), 2);
+
+    store
+        .touch_root_keys(&[
+            ("r2".to_owned(), NOW + 50),
+            ("r2".to_owned(), NOW + 40),
+            ("nope".to_owned(), NOW),
+        ])
+        .await
+        .unwrap();
+    store
+        .touch_root_keys(&[("r2".to_owned(), NOW + 10)])
+        .await
+        .unwrap();
+    let r2_now = store
+        .root_key_by_digest(&digest("r2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r2_now.last_used_at, Some(NOW + 50));
+    assert_eq!(r2_now.revoked_at, None);
+    store.touch_root_keys(&[]).await.unwrap();
+}
+
+async fn keys_create_and_lookup(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let mut full = key("k1", "o1", NOW);
+    full.scopes = vec!["a".to_owned(), "b:c".to_owned(), "d.e/f".to_owned()];
+    full.external_id = Some("user-42".to_owned());
+    full.metadata = json!({"plan": "pro", "n": 3, "nested": {"list": [1, "x", null]}, "ü": true});
+    full.expires_at = Some(NOW + 86_400_000);
+    full.revoked_at = Some(NOW + 1_000_000);
+    full.revoke_reason = Some("scheduled".to_owned());
+    full.replaced_by = Some("k9".to_owned());
+    full.rotated_from = Some("k0".to_owned());
+    full.last_used_at = Some(NOW - 5);
+    store.create_key(&full).await.unwrap();
+
+    let mut bare = key("k2", "o1", NOW + 1);
+    bare.scopes = Vec::new();
+    store.create_key(&bare).await.unwrap();
+
+    assert_eq!(store.get_key("k1").await.unwrap(), full);
+    assert_eq!(store.get_key("k2").await.unwrap(), bare);
+    assert_eq!(
+        store.key_by_digest(&digest("k1")).await.unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(store.key_by_digest(&digest("k2")).await.unwrap(), Some(bare));
+    assert_eq!(store.key_by_digest(&digest("nope")).await.unwrap(), None);
+    assert_not_found(store.get_key("nope").await, "get unknown key");
+
+    let mut dup = key("k3", "o1", NOW);
+    dup.digest = digest("k1");
+    assert_conflict(store.create_key(&dup).await, "duplicate digest");
+    assert_not_found(store.get_key("k3").await, "key with duplicate digest");
+    assert_conflict(
+        store.create_key(&key("k1", "o1", NOW)).await,
+        "duplicate key id",
+    );
+    assert_eq!(store.get_key("k1").await.unwrap(), full);
+
+    // The org must exist.
+    assert!(store.create_key(&key("k4", "no-such-org", NOW)).await.is_err());
+    assert_not_found(store.get_key("k4").await, "key of an unknown org");
+}
+
+async fn list_keys_pages_newest_first(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store_with_org(&*store, "o2").await;
+    // Seven keys with ties on created_at, inserted out of order.
+    let times = [
+        ("k3", 20),
+        ("k1", 10),
+        ("k7", 40),
+        ("k2", 20),
+        ("k5", 30),
+        ("k4", 30),
+        ("k6", 30),
+    ];
+    for (id, at) in times {
+        store.create_key(&key(id, "o1", NOW + at)).await.unwrap();
+    }
+    // Another org's keys never show up.
+    for i in 0..3 {
+        store
+            .create_key(&key(&format!("x{i}"), "o2", NOW + 25))
+            .await
+            .unwrap();
+    }
+    let expected = ["k7", "k6", "k5", "k4", "k3", "k2", "k1"];
+
+    let q = KeyQuery {
+        org_id: "o1".to_owned(),
+        external_id: None,
+        limit: 3,
+        cursor: None,
+    };
+    let first = store.list_keys(&q).await.unwrap();
+    assert_eq!(ids(&first, |k| &k.id), ["k7", "k6", "k5"]);
+
+    let paged = all_pages(&*store, q.clone()).await;
+    assert_eq!(ids(&paged, |k| &k.id), expected);
+    let unique: HashSet<_> = paged.iter().map(|k| k.id.clone()).collect();
+    assert_eq!(unique.len(), 7, "no duplicates");
+    assert!(paged.iter().all(|k| k.org_id == "o1"));
+    assert_eq!(paged[0], key("k7", "o1", NOW + 40));
+
+    // Each page size gives the same sequence.
+    for limit in [1, 2, 4, 7, 8, 100] {
+        let paged = all_pages(
+            &*store,
+            KeyQuery {
+                limit,
+                ..q.clone()
+            },
+        )
+        .await;
+        assert_eq!(ids(&paged, |k| &k.id), expected, "limit {limit}");
+    }
+
+    // The cursor means "strictly after", also inside a tie.
+    let after = store
+        .list_keys(&KeyQuery {
+            cursor: Some((NOW + 30, "k5".to_owned())),
+            limit: 10,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&after, |k| &k.id), ["k4", "k3", "k2", "k1"]);
+    let past_end = store
+        .list_keys(&KeyQuery {
+            cursor: Some((NOW + 10, "k1".to_owned())),
+            limit: 10,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert!(past_end.is_empty());
+    let unknown_org = store
+        .list_keys(&KeyQuery {
+            org_id: "nope".to_owned(),
+            ..q
+        })
+        .await
+        .unwrap();
+    assert!(unknown_org.is_empty());
+}
+
+async fn list_keys_by_external_id(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store_with_org(&*store, "o2").await;
+    let specs = [
+        ("a1", "o1", Some("alice"), 1),
+        ("b1", "o1", Some("bob"), 2),
+        ("a2", "o1", Some("alice"), 3),
+        ("n1", "o1", None, 4),
+        ("a3", "o1", Some("alice"), 3),
+        ("a4", "o1", Some("alice"), 5),
+        ("z1", "o2", Some("alice"), 6),
+    ];
+    for (id, org_id, ext, at) in specs {
+        let mut k = key(id, org_id, NOW + at);
+        k.external_id = ext.map(str::to_owned);
+        store.create_key(&k).await.unwrap();
+    }
+    let q = KeyQuery {
+        org_id: "o1".to_owned(),
+        external_id: Some("alice".to_owned()),
+        limit: 1,
+        cursor: None,
+    };
+    let alice = all_pages(&*store, q.clone()).await;
+    assert_eq!(ids(&alice, |k| &k.id), ["a4", "a3", "a2", "a1"]);
+    let alice = all_pages(&*store, KeyQuery { limit: 3, ..q.clone() }).await;
+    assert_eq!(ids(&alice, |k| &k.id), ["a4", "a3", "a2", "a1"]);
+    assert!(
+        alice
+            .iter()
+            .all(|k| k.external_id.as_deref() == Some("alice"))
+    );
+
+    let bob = store
+        .list_keys(&KeyQuery {
+            external_id: Some("bob".to_owned()),
+            limit: 10,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&bob, |k| &k.id), ["b1"]);
+    let nobody = store
+        .list_keys(&KeyQuery {
+            external_id: Some("carol".to_owned()),
+            limit: 10,
+            ..q.clone()
+        })
+        .await
+        .unwrap();
+    assert!(nobody.is_empty());
+
+    // Without the filter: everything in o1.
+    let all = all_pages(
+        &*store,
+        KeyQuery {
+            external_id: None,
+            limit: 2,
+            ..q
+        },
+    )
+    .await;
+    assert_eq!(ids(&all, |k| &k.id), ["a4", "n1", "a3", "a2", "b1", "a1"]);
+}
+
+async fn update_key_fields(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let mut original = key("k1", "o1", NOW);
+    original.external_id = Some("ext".to_owned());
+    original.expires_at = Some(NOW + 1000);
+    original.metadata = json!({"a": 1});
+    store.create_key(&original).await.unwrap();
+    let mut expected = original.clone();
+
+    // An empty patch only bumps updated_at.
+    let got = store
+        .update_key(
+            "k1",
+            &KeyPatch {
+                updated_at: NOW + 1,
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    expected.updated_at = NOW + 1;
+    assert_eq!(got, expected);
+
+    let got = store
+        .update_key(
+            "k1",
+            &KeyPatch {
+                name: Some("renamed".to_owned()),
+                updated_at: NOW + 2,
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    expected.name = "renamed".to_owned();
+    expected.updated_at = NOW + 2;
+    assert_eq!(got, expected);
+
+    let got = store
+        .update_key(
+            "k1",
+            &KeyPatch {
+                scopes: Some(vec!["only:this".to_owned()]),
+                updated_at: NOW + 3,
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    expected.scopes = vec!["only:this".to_owned()];
+    expected.updated_at = NOW + 3;
+    assert_eq!(got, expected);
+
+    let got = store
+        .update_key(
+            "k1",
+            &KeyPatch {
+                scopes: Some(Vec::new()),
+                metadata: Some(json!({"b": [true, {"c": "d"}]})),
+                updated_at: NOW + 4,
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    expected.scopes = Vec::new();
+    expected.metadata = json!({"b": [true, {"c": "d"}]});
+    expected.updated_at = NOW + 4;
+    assert_eq!(got, expected);
+
+    let got = store
+        .update_key(
+            "k1",
+            &KeyPatch {
+                expires_at: Some(Some(NOW + 5000)),
+                external_id: Some(Some("ext2".to_owned())),
+                updated_at: NOW + 5,
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    expected.expires_at = Some(NOW + 5000);
+    expected.external_id = Some("ext2".to_owned());
+    expected.updated_at = NOW + 5;
+    assert_eq!(got, expected);
+
+    // Clearing.
+    let got = store
+        .update_key(
+            "k1",
+            &KeyPatch {
+                expires_at: Some(None),
+                updated_at: NOW + 6,
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    expected.expires_at = None;
+    expected.updated_at = NOW + 6;
+    assert_eq!(got, expected);
+    let got = store
+        .update_key(
+            "k1",
+            &KeyPatch {
+                external_id: Some(None),
+                updated_at: NOW + 7,
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    expected.external_id = None;
+    expected.updated_at = NOW + 7;
+    assert_eq!(got, expected);
+
+    // Stored, not just answered.
+    assert_eq!(store.get_key("k1").await.unwrap(), expected);
+    // Fields outside the patch never change.
+    assert_eq!(expected.digest, original.digest);
+    assert_eq!(expected.created_at, original.created_at);
+
+    assert_not_found(
+        store
+            .update_key(
+                "nope",
+                &KeyPatch {
+                    name: Some("x".to_owned()),
+                    updated_at: NOW,
+                    ..KeyPatch::default()
+                },
+            )
+            .await,
+        "update unknown key",
+    );
+}
+
+async fn revoke_key_is_idempotent_and_can_only_lower(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store.create_key(&key("k1", "o1", NOW)).await.unwrap();
+    store.create_key(&key("k2", "o1", NOW)).await.unwrap();
+
+    let revoked = store
+        .revoke_key("k1", NOW + 100, Some("compromised"))
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(NOW + 100));
+    assert_eq!(revoked.revoke_reason.as_deref(), Some("compromised"));
+    // Nothing else changed.
+    let mut expected = key("k1", "o1", NOW);
+    expected.revoked_at = Some(NOW + 100);
+    expected.revoke_reason = Some("compromised".to_owned());
+    assert_eq!(revoked, expected);
+
+    // Later revocation: the first time and reason stay.
+    let again = store
+        .revoke_key("k1", NOW + 200, Some("other"))
+        .await
+        .unwrap();
+    assert_eq!(again, expected);
+    let same_time = store.revoke_key("k1", NOW + 100, None).await.unwrap();
+    assert_eq!(same_time, expected);
+    assert_eq!(store.get_key("k1").await.unwrap(), expected);
+
+    // An earlier time than a (future) revoked_at lowers it.
+    let lowered = store
+        .revoke_key("k1", NOW + 50, Some("sooner"))
+        .await
+        .unwrap();
+    assert_eq!(lowered.revoked_at, Some(NOW + 50));
+    assert_eq!(lowered.revoke_reason.as_deref(), Some("sooner"));
+
+    // No reason.
+    let plain = store.revoke_key("k2", NOW + 10, None).await.unwrap();
+    assert_eq!(plain.revoked_at, Some(NOW + 10));
+    assert_eq!(plain.revoke_reason, None);
+
+    assert_not_found(store.revoke_key("nope", NOW, None).await, "revoke unknown");
+}
+
+async fn rotate_key(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let old = key("old", "o1", NOW);
+    store.create_key(&old).await.unwrap();
+
+    let mut new = key("new", "o1", NOW + 10);
+    new.rotated_from = Some("old".to_owned());
+    let until = NOW + 10 + 3_600_000;
+    let answered = store.rotate_key("old", &new, until, NOW + 10).await.unwrap();
+    let mut expected_old = old.clone();
+    expected_old.replaced_by = Some("new".to_owned());
+    expected_old.revoked_at = Some(until);
+    expected_old.revoke_reason = Some("rotated".to_owned());
+    assert_eq!(answered, expected_old);
+    assert_eq!(store.get_key("old").await.unwrap(), expected_old);
+    assert_eq!(store.get_key("new").await.unwrap(), new);
+    assert_eq!(
+        store.key_by_digest(&digest("new")).await.unwrap(),
+        Some(new.clone())
+    );
+
+    // Rotating again: Conflict, and the would-be key is not inserted.
+    let mut newer = key("newer", "o1", NOW + 20);
+    newer.rotated_from = Some("old".to_owned());
+    assert_conflict(
+        store.rotate_key("old", &newer, until, NOW + 20).await,
+        "rotate a rotated key",
+    );
+    assert_not_found(store.get_key("newer").await, "key of a failed rotation");
+    assert_eq!(store.get_key("old").await.unwrap(), expected_old);
+
+    // The successor rotates normally.
+    newer.rotated_from = Some("new".to_owned());
+    let new_answered = store.rotate_key("new", &newer, NOW + 30, NOW + 20).await.unwrap();
+    assert_eq!(new_answered.replaced_by.as_deref(), Some("newer"));
+    assert_eq!(new_answered.revoked_at, Some(NOW + 30));
+
+    // A revoked key (as of now) cannot be rotated.
+    let mut revoked = key("revoked", "o1", NOW);
+    revoked.revoked_at = Some(NOW + 5);
+    revoked.revoke_reason = Some("compromised".to_owned());
+    store.create_key(&revoked).await.unwrap();
+    let mut r2 = key("r2", "o1", NOW + 10);
+    r2.rotated_from = Some("revoked".to_owned());
+    assert_conflict(
+        store.rotate_key("revoked", &r2, NOW + 100, NOW + 5).await,
+        "rotate a key revoked exactly now",
+    );
+    assert_conflict(
+        store.rotate_key("revoked", &r2, NOW + 100, NOW + 10).await,
+        "rotate a revoked key",
+    );
+    assert_not_found(store.get_key("r2").await, "key of a failed rotation");
+    assert_eq!(store.get_key("revoked").await.unwrap(), revoked);
+
+    // A key scheduled to stop later than old_until: the rotation lowers it.
+    let mut scheduled = key("sched", "o1", NOW);
+    scheduled.revoked_at = Some(NOW + 10_000);
+    scheduled.revoke_reason = Some("scheduled".to_owned());
+    store.create_key(&scheduled).await.unwrap();
+    let s2 = key("s2", "o1", NOW + 1);
+    let got = store.rotate_key("sched", &s2, NOW + 500, NOW + 1).await.unwrap();
+    assert_eq!(got.revoked_at, Some(NOW + 500));
+    assert_eq!(got.revoke_reason.as_deref(), Some("rotated"));
+    assert_eq!(got.replaced_by.as_deref(), Some("s2"));
+
+    // ... sooner than old_until: it keeps its time and reason.
+    let mut soon = key("soon", "o1", NOW);
+    soon.revoked_at = Some(NOW + 200);
+    soon.revoke_reason = Some("scheduled".to_owned());
+    store.create_key(&soon).await.unwrap();
+    let soon2 = key("soon2", "o1", NOW + 1);
+    let got = store.rotate_key("soon", &soon2, NOW + 500, NOW + 1).await.unwrap();
+    assert_eq!(got.revoked_at, Some(NOW + 200));
+    assert_eq!(got.revoke_reason.as_deref(), Some("scheduled"));
+    assert_eq!(got.replaced_by.as_deref(), Some("soon2"));
+    assert_eq!(store.get_key("soon2").await.unwrap(), soon2);
+
+    // Unknown key: NotFound, nothing inserted.
+    let orphan = key("orphan", "o1", NOW);
+    assert_not_found(
+        store.rotate_key("nope", &orphan, NOW + 1, NOW).await,
+        "rotate unknown key",
+    );
+    assert_not_found(store.get_key("orphan").await, "key of a failed rotation");
+}
+
+async fn rotate_key_is_atomic(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let old = key("old", "o1", NOW);
+    let other = key("other", "o1", NOW);
+    store.create_key(&old).await.unwrap();
+    store.create_key(&other).await.unwrap();
+
+    // The new key collides with an existing digest: the insert fails, and
+    // the old key must be left exactly as it was.
+    let mut clash = key("clash", "o1", NOW + 1);
+    clash.digest = other.digest.clone();
+    assert_conflict(
+        store.rotate_key("old", &clash, NOW + 100, NOW + 1).await,
+        "rotation to a duplicate digest",
+    );
+    assert_eq!(store.get_key("old").await.unwrap(), old);
+    assert_not_found(store.get_key("clash").await, "clashing key");
+
+    // Same with an id collision.
+    let clash_id = key("other", "o1", NOW + 1);
+    let mut clash_id = ApiKey {
+        digest: digest("fresh"),
+        ..clash_id
+    };
+    clash_id.rotated_from = Some("old".to_owned());
+    assert_conflict(
+        store.rotate_key("old", &clash_id, NOW + 100, NOW + 1).await,
+        "rotation to a duplicate id",
+    );
+    assert_eq!(store.get_key("old").await.unwrap(), old);
+    assert_eq!(store.get_key("other").await.unwrap(), other);
+
+    // And then the rotation can still happen.
+    let fine = key("fine", "o1", NOW + 2);
+    let got = store.rotate_key("old", &fine, NOW + 100, NOW + 2).await.unwrap();
+    assert_eq!(got.replaced_by.as_deref(), Some("fine"));
+}
+
+async fn delete_key(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store.create_key(&key("k1", "o1", NOW)).await.unwrap();
+    store.create_key(&key("k2", "o1", NOW + 1)).await.unwrap();
+
+    store.delete_key("k1").await.unwrap();
+    assert_not_found(store.get_key("k1").await, "get deleted key");
+    assert_eq!(store.key_by_digest(&digest("k1")).await.unwrap(), None);
+    let left = store
+        .list_keys(&KeyQuery {
+            org_id: "o1".to_owned(),
+            limit: 10,
+            ..KeyQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&left, |k| &k.id), ["k2"]);
+    assert_not_found(store.delete_key("k1").await, "delete a deleted key");
+    assert_not_found(store.delete_key("nope").await, "delete unknown key");
+
+    // Keys that reference each other through a rotation can be deleted
+    // either way round.
+    let mut b = key("b", "o1", NOW + 2);
+    b.rotated_from = Some("k2".to_owned());
+    store.rotate_key("k2", &b, NOW + 100, NOW + 2).await.unwrap();
+    store.delete_key("k2").await.unwrap();
+    assert_not_found(store.get_key("k2").await, "get deleted predecessor");
+    // The successor is intact (its history still names the deleted key).
+    assert_eq!(store.get_key("b").await.unwrap(), b);
+
+    let mut c = key("c", "o1", NOW + 3);
+    c.rotated_from = Some("b".to_owned());
+    store.rotate_key("b", &c, NOW + 100, NOW + 3).await.unwrap();
+    store.delete_key("c").await.unwrap();
+    let b_now = store.get_key("b").await.unwrap();
+    assert_eq!(b_now.replaced_by.as_deref(), Some("c"));
+    store.delete_key("b").await.unwrap();
+    assert_not_found(store.get_key("b").await, "get deleted key");
+
+    // The digest is free again.
+    store.create_key(&key("k1", "o1", NOW + 9)).await.unwrap();
+    assert_eq!(
+        store.key_by_digest(&digest("k1")).await.unwrap().unwrap().created_at,
+        NOW + 9
+    );
+}
+
+async fn touch_keys_keeps_the_max(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    for id in ["k1", "k2", "k3"] {
+        store.create_key(&key(id, "o1", NOW)).await.unwrap();
+    }
+    store
+        .touch_keys(&[
+            ("k1".to_owned(), NOW + 100),
+            ("k2".to_owned(), NOW + 70),
+            ("k1".to_owned(), NOW + 50),
+            ("unknown".to_owned(), NOW + 1),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.get_key("k1").await.unwrap().last_used_at, Some(NOW + 100));
+    assert_eq!(store.get_key("k2").await.unwrap().last_used_at, Some(NOW + 70));
+    assert_eq!(store.get_key("k3").await.unwrap().last_used_at, None);
+
+    // Older uses never move it back; newer ones move it forward.
+    store
+        .touch_keys(&[("k1".to_owned(), NOW + 80), ("k2".to_owned(), NOW + 90)])
+        .await
+        .unwrap();
+    assert_eq!(store.get_key("k1").await.unwrap().last_used_at, Some(NOW + 100));
+    assert_eq!(store.get_key("k2").await.unwrap().last_used_at, Some(NOW + 90));
+
+    // Touching changes nothing else.
+    let k1 = store.get_key("k1").await.unwrap();
+    let mut expected = key("k1", "o1", NOW);
+    expected.last_used_at = Some(NOW + 100);
+    assert_eq!(k1, expected);
+
+    store.touch_keys(&[]).await.unwrap();
+
+    // Concurrent batches, overlapping, in opposite orders.
+    let mut tasks = Vec::new();
+    for i in 0..10_i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut batch = vec![
+                ("k1".to_owned(), NOW + 1000 + i),
+                ("k2".to_owned(), NOW + 2000 - i),
+                ("k3".to_owned(), NOW + 3000 + i),
+            ];
+            if i % 2 == 1 {
+                batch.reverse();
+            }
+            store.touch_keys(&batch).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.get_key("k1").await.unwrap().last_used_at, Some(NOW + 1009));
+    assert_eq!(store.get_key("k2").await.unwrap().last_used_at, Some(NOW + 2000));
+    assert_eq!(store.get_key("k3").await.unwrap().last_used_at, Some(NOW + 3009));
+}
+
+async fn concurrent_rotate_revoke_update(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store.create_key(&key("target", "o1", NOW)).await.unwrap();
+
+    #[derive(Debug)]
+    enum Op {
+        Rotate(String),
+        Revoke,
+        Update,
+    }
+
+    let mut tasks = Vec::new();
+    for i in 0..20_i64 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            match i % 3 {
+                0 => {
+                    let id = format!("new{i}");
+                    let mut new = key(&id, "o1", NOW + 1 + i);
+                    new.rotated_from = Some("target".to_owned());
+                    // Every rotation's grace period ends before any revocation.
+                    let r = store.rotate_key("target", &new, NOW + 5_000 + i, NOW + 1).await;
+                    (Op::Rotate(id), r.map(|_| ()))
+                }
+                1 => {
+                    let r = store
+                        .revoke_key("target", NOW + 10_000 + i, Some("manual"))
+                        .await;
+                    (Op::Revoke, r.map(|_| ()))
+                }
+                _ => {
+                    let patch = KeyPatch {
+                        name: Some(format!("name{i}")),
+                        updated_at: NOW + 100 + i,
+                        ..KeyPatch::default()
+                    };
+                    let r = store.update_key("target", &patch).await;
+                    (Op::Update, r.map(|_| ()))
+                }
+            }
+        }));
+    }
+
+    let mut rotated = Vec::new();
+    for t in tasks {
+        let (op, result) = t.await.unwrap();
+        match (&op, result) {
+            (Op::Rotate(id), Ok(())) => rotated.push(id.clone()),
+            (Op::Rotate(_), Err(StoreError::Conflict(_))) => {}
+            (_, Ok(())) => {}
+            (op, Err(e)) => panic!("{op:?} failed: {e:?}"),
+        }
+    }
+
+    // The key is never revoked as of `now` and never stops before any
+    // rotation's grace period, so exactly the first rotation wins.
+    assert_eq!(rotated.len(), 1, "rotations that succeeded: {rotated:?}");
+    let winner = &rotated[0];
+    let target = store.get_key("target").await.unwrap();
+    assert_eq!(target.replaced_by.as_ref(), Some(winner));
+    let winner_i: i64 = winner.trim_start_matches("new").parse().unwrap();
+    assert_eq!(target.revoked_at, Some(NOW + 5_000 + winner_i));
+    assert_eq!(target.revoke_reason.as_deref(), Some("rotated"));
+    assert!(target.name.starts_with("name"), "name {}", target.name);
+    assert!(target.updated_at > NOW);
+
+    let all = all_pages(
+        &*store,
+        KeyQuery {
+            org_id: "o1".to_owned(),
+            limit: 5,
+            ..KeyQuery::default()
+        },
+    )
+    .await;
+    assert_eq!(all.len(), 2, "the target and its one successor");
+    let successors: Vec<_> = all
+        .iter()
+        .filter(|k| k.rotated_from.as_deref() == Some("target"))
+        .collect();
+    assert_eq!(successors.len(), 1);
+    assert_eq!(&successors[0].id, winner);
+    assert_eq!(successors[0].revoked_at, None);
+}
