@@ -275,7 +275,7 @@ pub fn load(file: Option<&Path>, database_override: Option<&str>) -> Result<Load
     }
     fig = fig.merge(Env::prefixed("LATCHKEY_").split("__").filter(|k| {
         let top = k.as_str().split('.').next().unwrap_or_default();
-        TOP_LEVEL.contains(&top)
+        TOP_LEVEL.iter().any(|t| t.eq_ignore_ascii_case(top))
     }));
     if let Some(db) = database_override {
         fig = fig.merge(Serialized::default("database_url", db));

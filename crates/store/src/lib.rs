@@ -150,7 +150,13 @@ pub trait Store: Send + Sync + 'static {
     /// working until `old_until`, and inserts `new_key`. `Conflict` if the
     /// old key was already rotated or is revoked (as of `now`); `NotFound`
     /// if it does not exist. Answers the old key as it now is.
-    async fn rotate_key(&self, old_id: &str, new_key: &ApiKey, old_until: i64, now: i64) -> Result<ApiKey>;
+    async fn rotate_key(
+        &self,
+        old_id: &str,
+        new_key: &ApiKey,
+        old_until: i64,
+        now: i64,
+    ) -> Result<ApiKey>;
     async fn delete_key(&self, id: &str) -> Result<()>;
     /// Records uses in one batch: `last_used_at = max(last_used_at, at)`.
     async fn touch_keys(&self, uses: &[(String, i64)]) -> Result<()>;

@@ -48,7 +48,10 @@ impl SqliteStore {
         let mut pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
         if in_memory {
             // An in-memory database lives as long as one connection to it.
-            pool = pool.min_connections(1).idle_timeout(None).max_lifetime(None);
+            pool = pool
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
         }
         let pool = pool.connect_with(options).await.map_err(db_err)?;
         Ok(Self { pool })
@@ -76,7 +79,7 @@ impl SqliteStore {
     /// has to upgrade a read lock (which fails with `SQLITE_BUSY` at once,
     /// without honouring `busy_timeout`, when another writer got there first).
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Sqlite>> {
-        self.pool.begin().await
+        self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 }
 

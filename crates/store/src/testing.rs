@@ -78,8 +78,8 @@ pub async fn drop_postgres_test_database(url: &str) {
 #[allow(clippy::panic)]
 fn unreachable(admin: &str, err: &str) -> Option<String> {
     let admin = redact(admin);
-    let under_ci = std::env::var("CI")
-        .is_ok_and(|v| v.eq_ignore_ascii_case("true") || v.trim() == "1");
+    let under_ci =
+        std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v.trim() == "1");
     if under_ci {
         panic!(
             "PostgreSQL unreachable at {admin}: {err} \
@@ -200,7 +200,10 @@ mod tests {
             with_database("postgres://u:p@h/db?sslmode=disable", "t1"),
             "postgres://u:p@h/t1?sslmode=disable"
         );
-        assert_eq!(with_database("postgres://h:5432", "t1"), "postgres://h:5432/t1");
+        assert_eq!(
+            with_database("postgres://h:5432", "t1"),
+            "postgres://h:5432/t1"
+        );
         assert_eq!(
             with_database("postgresql://h?application_name=x", "t1"),
             "postgresql://h/t1?application_name=x"

@@ -4,6 +4,14 @@
 //! without it the PostgreSQL half is skipped with a message, except under
 //! `CI=true`, where it fails.
 
+// Test helpers live outside #[test] functions, where clippy.toml does not reach.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -290,7 +298,10 @@ async fn root_keys(store: Arc<dyn Store>) {
             .revoked_at,
         Some(NOW + 100)
     );
-    assert_not_found(store.revoke_root_key("nope", NOW).await, "revoke unknown root");
+    assert_not_found(
+        store.revoke_root_key("nope", NOW).await,
+        "revoke unknown root",
+    );
     // Revoked keys still count.
     assert_eq!(store.count_root_keys().await.unwrap(), 2);
 
@@ -340,7 +351,10 @@ async fn keys_create_and_lookup(store: Arc<dyn Store>) {
         store.key_by_digest(&digest("k1")).await.unwrap(),
         Some(full.clone())
     );
-    assert_eq!(store.key_by_digest(&digest("k2")).await.unwrap(), Some(bare));
+    assert_eq!(
+        store.key_by_digest(&digest("k2")).await.unwrap(),
+        Some(bare)
+    );
     assert_eq!(store.key_by_digest(&digest("nope")).await.unwrap(), None);
     assert_not_found(store.get_key("nope").await, "get unknown key");
 
@@ -355,7 +369,12 @@ async fn keys_create_and_lookup(store: Arc<dyn Store>) {
     assert_eq!(store.get_key("k1").await.unwrap(), full);
 
     // The org must exist.
-    assert!(store.create_key(&key("k4", "no-such-org", NOW)).await.is_err());
+    assert!(
+        store
+            .create_key(&key("k4", "no-such-org", NOW))
+            .await
+            .is_err()
+    );
     assert_not_found(store.get_key("k4").await, "key of an unknown org");
 }
 
@@ -402,14 +421,7 @@ async fn list_keys_pages_newest_first(store: Arc<dyn Store>) {
 
     // Each page size gives the same sequence.
     for limit in [1, 2, 4, 7, 8, 100] {
-        let paged = all_pages(
-            &*store,
-            KeyQuery {
-                limit,
-                ..q.clone()
-            },
-        )
-        .await;
+        let paged = all_pages(&*store, KeyQuery { limit, ..q.clone() }).await;
         assert_eq!(ids(&paged, |k| &k.id), expected, "limit {limit}");
     }
 
@@ -467,7 +479,14 @@ async fn list_keys_by_external_id(store: Arc<dyn Store>) {
     };
     let alice = all_pages(&*store, q.clone()).await;
     assert_eq!(ids(&alice, |k| &k.id), ["a4", "a3", "a2", "a1"]);
-    let alice = all_pages(&*store, KeyQuery { limit: 3, ..q.clone() }).await;
+    let alice = all_pages(
+        &*store,
+        KeyQuery {
+            limit: 3,
+            ..q.clone()
+        },
+    )
+    .await;
     assert_eq!(ids(&alice, |k| &k.id), ["a4", "a3", "a2", "a1"]);
     assert!(
         alice
@@ -696,7 +715,10 @@ async fn rotate_key(store: Arc<dyn Store>) {
     let mut new = key("new", "o1", NOW + 10);
     new.rotated_from = Some("old".to_owned());
     let until = NOW + 10 + 3_600_000;
-    let answered = store.rotate_key("old", &new, until, NOW + 10).await.unwrap();
+    let answered = store
+        .rotate_key("old", &new, until, NOW + 10)
+        .await
+        .unwrap();
     let mut expected_old = old.clone();
     expected_old.replaced_by = Some("new".to_owned());
     expected_old.revoked_at = Some(until);
@@ -721,7 +743,10 @@ async fn rotate_key(store: Arc<dyn Store>) {
 
     // The successor rotates normally.
     newer.rotated_from = Some("new".to_owned());
-    let new_answered = store.rotate_key("new", &newer, NOW + 30, NOW + 20).await.unwrap();
+    let new_answered = store
+        .rotate_key("new", &newer, NOW + 30, NOW + 20)
+        .await
+        .unwrap();
     assert_eq!(new_answered.replaced_by.as_deref(), Some("newer"));
     assert_eq!(new_answered.revoked_at, Some(NOW + 30));
 
@@ -749,7 +774,10 @@ async fn rotate_key(store: Arc<dyn Store>) {
     scheduled.revoke_reason = Some("scheduled".to_owned());
     store.create_key(&scheduled).await.unwrap();
     let s2 = key("s2", "o1", NOW + 1);
-    let got = store.rotate_key("sched", &s2, NOW + 500, NOW + 1).await.unwrap();
+    let got = store
+        .rotate_key("sched", &s2, NOW + 500, NOW + 1)
+        .await
+        .unwrap();
     assert_eq!(got.revoked_at, Some(NOW + 500));
     assert_eq!(got.revoke_reason.as_deref(), Some("rotated"));
     assert_eq!(got.replaced_by.as_deref(), Some("s2"));
@@ -760,7 +788,10 @@ async fn rotate_key(store: Arc<dyn Store>) {
     soon.revoke_reason = Some("scheduled".to_owned());
     store.create_key(&soon).await.unwrap();
     let soon2 = key("soon2", "o1", NOW + 1);
-    let got = store.rotate_key("soon", &soon2, NOW + 500, NOW + 1).await.unwrap();
+    let got = store
+        .rotate_key("soon", &soon2, NOW + 500, NOW + 1)
+        .await
+        .unwrap();
     assert_eq!(got.revoked_at, Some(NOW + 200));
     assert_eq!(got.revoke_reason.as_deref(), Some("scheduled"));
     assert_eq!(got.replaced_by.as_deref(), Some("soon2"));
@@ -809,7 +840,10 @@ async fn rotate_key_is_atomic(store: Arc<dyn Store>) {
 
     // And then the rotation can still happen.
     let fine = key("fine", "o1", NOW + 2);
-    let got = store.rotate_key("old", &fine, NOW + 100, NOW + 2).await.unwrap();
+    let got = store
+        .rotate_key("old", &fine, NOW + 100, NOW + 2)
+        .await
+        .unwrap();
     assert_eq!(got.replaced_by.as_deref(), Some("fine"));
 }
 
@@ -837,7 +871,10 @@ async fn delete_key(store: Arc<dyn Store>) {
     // either way round.
     let mut b = key("b", "o1", NOW + 2);
     b.rotated_from = Some("k2".to_owned());
-    store.rotate_key("k2", &b, NOW + 100, NOW + 2).await.unwrap();
+    store
+        .rotate_key("k2", &b, NOW + 100, NOW + 2)
+        .await
+        .unwrap();
     store.delete_key("k2").await.unwrap();
     assert_not_found(store.get_key("k2").await, "get deleted predecessor");
     // The successor is intact (its history still names the deleted key).
@@ -855,7 +892,12 @@ async fn delete_key(store: Arc<dyn Store>) {
     // The digest is free again.
     store.create_key(&key("k1", "o1", NOW + 9)).await.unwrap();
     assert_eq!(
-        store.key_by_digest(&digest("k1")).await.unwrap().unwrap().created_at,
+        store
+            .key_by_digest(&digest("k1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .created_at,
         NOW + 9
     );
 }
@@ -874,8 +916,14 @@ async fn touch_keys_keeps_the_max(store: Arc<dyn Store>) {
         ])
         .await
         .unwrap();
-    assert_eq!(store.get_key("k1").await.unwrap().last_used_at, Some(NOW + 100));
-    assert_eq!(store.get_key("k2").await.unwrap().last_used_at, Some(NOW + 70));
+    assert_eq!(
+        store.get_key("k1").await.unwrap().last_used_at,
+        Some(NOW + 100)
+    );
+    assert_eq!(
+        store.get_key("k2").await.unwrap().last_used_at,
+        Some(NOW + 70)
+    );
     assert_eq!(store.get_key("k3").await.unwrap().last_used_at, None);
 
     // Older uses never move it back; newer ones move it forward.
@@ -883,8 +931,14 @@ async fn touch_keys_keeps_the_max(store: Arc<dyn Store>) {
         .touch_keys(&[("k1".to_owned(), NOW + 80), ("k2".to_owned(), NOW + 90)])
         .await
         .unwrap();
-    assert_eq!(store.get_key("k1").await.unwrap().last_used_at, Some(NOW + 100));
-    assert_eq!(store.get_key("k2").await.unwrap().last_used_at, Some(NOW + 90));
+    assert_eq!(
+        store.get_key("k1").await.unwrap().last_used_at,
+        Some(NOW + 100)
+    );
+    assert_eq!(
+        store.get_key("k2").await.unwrap().last_used_at,
+        Some(NOW + 90)
+    );
 
     // Touching changes nothing else.
     let k1 = store.get_key("k1").await.unwrap();
@@ -913,9 +967,18 @@ async fn touch_keys_keeps_the_max(store: Arc<dyn Store>) {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    assert_eq!(store.get_key("k1").await.unwrap().last_used_at, Some(NOW + 1009));
-    assert_eq!(store.get_key("k2").await.unwrap().last_used_at, Some(NOW + 2000));
-    assert_eq!(store.get_key("k3").await.unwrap().last_used_at, Some(NOW + 3009));
+    assert_eq!(
+        store.get_key("k1").await.unwrap().last_used_at,
+        Some(NOW + 1009)
+    );
+    assert_eq!(
+        store.get_key("k2").await.unwrap().last_used_at,
+        Some(NOW + 2000)
+    );
+    assert_eq!(
+        store.get_key("k3").await.unwrap().last_used_at,
+        Some(NOW + 3009)
+    );
 }
 
 async fn concurrent_rotate_revoke_update(store: Arc<dyn Store>) {
@@ -939,7 +1002,9 @@ async fn concurrent_rotate_revoke_update(store: Arc<dyn Store>) {
                     let mut new = key(&id, "o1", NOW + 1 + i);
                     new.rotated_from = Some("target".to_owned());
                     // Every rotation's grace period ends before any revocation.
-                    let r = store.rotate_key("target", &new, NOW + 5_000 + i, NOW + 1).await;
+                    let r = store
+                        .rotate_key("target", &new, NOW + 5_000 + i, NOW + 1)
+                        .await;
                     (Op::Rotate(id), r.map(|_| ()))
                 }
                 1 => {

@@ -1,5 +1,13 @@
 //! SQLite-specific: URL forms, file creation and connection settings.
 
+// Test helpers live outside #[test] functions, where clippy.toml does not reach.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use latchkey_store::{Org, SqliteStore, Store};
 use sqlx::Row;
 
@@ -38,7 +46,10 @@ async fn url_forms_create_the_file_and_its_directory() {
         let store = SqliteStore::connect(&url).await.unwrap();
         round_trip(&store).await;
         store.close().await;
-        assert!(dir.path().join(file).is_file(), "{url} did not create {file}");
+        assert!(
+            dir.path().join(file).is_file(),
+            "{url} did not create {file}"
+        );
     }
     // Reopening an existing file keeps its data.
     let store = SqliteStore::connect(&format!("sqlite:{base}/c/two.db"))
