@@ -277,6 +277,15 @@ impl Drop for TestServer {
         if std::thread::panicking() {
             return;
         }
+        if self.database_url.starts_with("postgres") {
+            // Drop the test database from a thread of its own: this may run inside a runtime.
+            let url = self.database_url.clone();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(latchkey_store::testing::drop_postgres_test_database(&url));
+            })
+            .join();
+        }
         let log = self.log();
         assert!(log.contains("latchkey listening"), "the server log is empty or incomplete: {log}");
         self.check_no_secret_in(&log, "the server log");
