@@ -52,7 +52,11 @@ impl App {
     /// Builds the app and starts the task that writes `last_used_at` in
     /// batches. The returned handle finishes once the app is dropped and
     /// the last batch is written.
-    pub fn new(config: Config, store: Arc<dyn Store>, master_key: MasterKey) -> (Arc<App>, tokio::task::JoinHandle<()>) {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        master_key: MasterKey,
+    ) -> (Arc<App>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(USE_QUEUE);
         let ttl = config.cache.ttl.0;
         let cap = config.cache.capacity;
@@ -62,8 +66,14 @@ impl App {
             store: store.clone(),
             master_key,
             clock: Arc::new(SystemClock),
-            key_cache: moka::sync::Cache::builder().max_capacity(cap).time_to_live(ttl).build(),
-            root_cache: moka::sync::Cache::builder().max_capacity(10_000).time_to_live(ttl).build(),
+            key_cache: moka::sync::Cache::builder()
+                .max_capacity(cap)
+                .time_to_live(ttl)
+                .build(),
+            root_cache: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
             uses: tx,
         });
         let task = tokio::spawn(record_uses(store, rx));
@@ -129,7 +139,11 @@ async fn record_uses(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Use>) {
     }
 }
 
-async fn flush(store: &dyn Store, keys: &mut HashMap<String, i64>, roots: &mut HashMap<String, i64>) {
+async fn flush(
+    store: &dyn Store,
+    keys: &mut HashMap<String, i64>,
+    roots: &mut HashMap<String, i64>,
+) {
     if !keys.is_empty() {
         let batch: Vec<(String, i64)> = keys.drain().collect();
         if let Err(e) = store.touch_keys(&batch).await {

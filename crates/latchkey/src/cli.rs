@@ -19,7 +19,11 @@ use crate::service;
 use crate::views::{KeyView, ListPage, NewKeyView, NewRootKeyView, OrgView, RootKeyView};
 
 #[derive(Debug, Parser)]
-#[command(name = "latchkey", version, about = "Self-hosted API authentication server: API keys, OAuth 2.0, client JWTs.")]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Self-hosted API authentication server: API keys, OAuth 2.0, client JWTs."
+)]
 pub struct Cli {
     /// TOML config file (defaults < file < LATCHKEY_* environment).
     #[arg(long, global = true, env = "LATCHKEY_CONFIG")]
@@ -142,14 +146,23 @@ struct CreateKeyArgs {
 
 /// Splits `"a b,c"` into scopes.
 pub fn split_scopes(s: &str) -> Vec<String> {
-    s.split([' ', ',']).filter(|x| !x.is_empty()).map(str::to_owned).collect()
+    s.split([' ', ','])
+        .filter(|x| !x.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
-fn duration_arg(flag: &str, v: Option<&str>) -> Result<Option<crate::views::DurationInput>, Failure> {
+fn duration_arg(
+    flag: &str,
+    v: Option<&str>,
+) -> Result<Option<crate::views::DurationInput>, Failure> {
     v.map(|s| {
         config::parse_duration(s)
             .map_err(|e| Failure::Usage(format!("--{flag}: {e}")))
-            .and_then(|d| i64::try_from(d.as_secs()).map_err(|_| Failure::Usage(format!("--{flag}: too long"))))
+            .and_then(|d| {
+                i64::try_from(d.as_secs())
+                    .map_err(|_| Failure::Usage(format!("--{flag}: too long")))
+            })
             .map(crate::views::DurationInput)
     })
     .transpose()
@@ -174,7 +187,10 @@ impl From<ApiError> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -190,8 +206,15 @@ pub fn main() -> ExitCode {
         Err(Failure::Refused(e)) => {
             if json {
                 let keep = axum::http::HeaderMap::new();
-                let res = crate::http::problem::render(&e, "", &latchkey_core::ids::new_id("req_"), &keep);
-                let body = rt.block_on(axum::body::to_bytes(res.into_body(), 1 << 20)).unwrap_or_default();
+                let res = crate::http::problem::render(
+                    &e,
+                    "",
+                    &latchkey_core::ids::new_id("req_"),
+                    &keep,
+                );
+                let body = rt
+                    .block_on(axum::body::to_bytes(res.into_body(), 1 << 20))
+                    .unwrap_or_default();
                 println!("{}", String::from_utf8_lossy(&body));
             } else {
                 eprintln!("error: {}: {}", e.code.as_str(), e.detail);
@@ -209,14 +232,24 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logs(format: &str, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
     } else {
         println!("{}", text());
     }
@@ -226,26 +259,43 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) {
 async fn open(loaded: &Loaded) -> Result<(Arc<App>, tokio::task::JoinHandle<()>, Origin), Failure> {
     let c = &loaded.config;
     if c.is_sqlite() {
-        std::fs::create_dir_all(&c.data_dir).map_err(|e| Failure::Other(format!("cannot create {}: {e}", c.data_dir)))?;
+        std::fs::create_dir_all(&c.data_dir)
+            .map_err(|e| Failure::Other(format!("cannot create {}: {e}", c.data_dir)))?;
     }
-    let store = latchkey_store::connect(&c.database_url).await.map_err(|e| Failure::Other(format!("cannot open the database: {e}")))?;
-    store.migrate().await.map_err(|e| Failure::Other(format!("migration failed: {e}")))?;
+    let store = latchkey_store::connect(&c.database_url)
+        .await
+        .map_err(|e| Failure::Other(format!("cannot open the database: {e}")))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| Failure::Other(format!("migration failed: {e}")))?;
     let configured = c.master_key.as_ref().map(|m| m.0.as_str());
-    let (mk, origin) = MasterKey::load(configured, std::path::Path::new(&c.data_dir), c.is_sqlite()).map_err(Failure::Usage)?;
+    let (mk, origin) =
+        MasterKey::load(configured, std::path::Path::new(&c.data_dir), c.is_sqlite())
+            .map_err(Failure::Usage)?;
     let (app, task) = App::new(c.clone(), store, mk);
     Ok((app, task, origin))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
-    let loaded = config::load(cli.config.as_deref(), cli.database.as_deref()).map_err(|e| Failure::Usage(e.to_string()))?;
+    let loaded = config::load(cli.config.as_deref(), cli.database.as_deref())
+        .map_err(|e| Failure::Usage(e.to_string()))?;
     let json = cli.json;
     match cli.command {
         Command::Config(ConfigCmd::Check) => {
-            let text = toml::to_string_pretty(&loaded.config).map_err(|e| Failure::Other(e.to_string()))?;
+            let text = toml::to_string_pretty(&loaded.config)
+                .map_err(|e| Failure::Other(e.to_string()))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&loaded.config).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&loaded.config).unwrap_or_default()
+                );
             } else {
-                let from = loaded.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "defaults and environment".into());
+                let from = loaded
+                    .file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "defaults and environment".into());
                 println!("# config OK ({from}); secrets masked\n{text}");
             }
             Ok(ExitCode::SUCCESS)
@@ -254,7 +304,9 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Migrate => {
             init_logs(&loaded.config.log_format, "warn");
             let (_app, _task, _) = open(&loaded).await?;
-            print(json, &serde_json::json!({"migrated": true}), || "Database is up to date.".to_owned());
+            print(json, &serde_json::json!({"migrated": true}), || {
+                "Database is up to date.".to_owned()
+            });
             Ok(ExitCode::SUCCESS)
         }
         other => {
@@ -272,13 +324,32 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
     let now = app.now_ms();
     match cmd {
         Command::RootKeys(RootKeysCmd::Create { name, scopes }) => {
-            let (k, secret) = service::create_root_key(app, service::CreateRootKey { name, scopes: split_scopes(&scopes) }).await?;
-            let view = NewRootKeyView { key: secret.clone(), record: RootKeyView::from(&k) };
-            print(json, &view, || format!("Created root key {} ({}) with scopes: {}\n\n  {secret}\n\nStore it now: it will not be shown again.", k.id, k.name, k.scopes.join(" ")));
+            let (k, secret) = service::create_root_key(
+                app,
+                service::CreateRootKey {
+                    name,
+                    scopes: split_scopes(&scopes),
+                },
+            )
+            .await?;
+            let view = NewRootKeyView {
+                key: secret.clone(),
+                record: RootKeyView::from(&k),
+            };
+            print(json, &view, || {
+                format!(
+                    "Created root key {} ({}) with scopes: {}\n\n  {secret}\n\nStore it now: it will not be shown again.",
+                    k.id,
+                    k.name,
+                    k.scopes.join(" ")
+                )
+            });
         }
         Command::Orgs(OrgsCmd::Create { name }) => {
             let org = service::create_org(app, service::CreateOrg { name }).await?;
-            print(json, &OrgView::from(&org), || format!("Created organization {} ({})", org.id, org.name));
+            print(json, &OrgView::from(&org), || {
+                format!("Created organization {} ({})", org.id, org.name)
+            });
         }
         Command::Keys(KeysCmd::Create(a)) => {
             let req = service::CreateKey {
@@ -291,7 +362,10 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                 ..Default::default()
             };
             let (k, secret) = service::create_key(app, &a.org, req).await?;
-            let view = NewKeyView { key: secret.clone(), record: KeyView::new(&k, now) };
+            let view = NewKeyView {
+                key: secret.clone(),
+                record: KeyView::new(&k, now),
+            };
             print(json, &view, || {
                 format!(
                     "Created {} key {} ({}, environment {}) in {}\n\n  {secret}\n\nStore it now: it will not be shown again.",
@@ -299,14 +373,40 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                 )
             });
         }
-        Command::Keys(KeysCmd::List { org, external_id, limit, cursor }) => {
-            let (rows, next_cursor) = service::list_keys(app, &org, service::KeyListQuery { external_id, limit, cursor }).await?;
-            let page = ListPage { data: rows.iter().map(|k| KeyView::new(k, now)).collect(), next_cursor };
+        Command::Keys(KeysCmd::List {
+            org,
+            external_id,
+            limit,
+            cursor,
+        }) => {
+            let (rows, next_cursor) = service::list_keys(
+                app,
+                &org,
+                service::KeyListQuery {
+                    external_id,
+                    limit,
+                    cursor,
+                },
+            )
+            .await?;
+            let page = ListPage {
+                data: rows.iter().map(|k| KeyView::new(k, now)).collect(),
+                next_cursor,
+            };
             print(json, &page, || {
-                let mut out = format!("{:<26} {:<18} {:<10} {:<9} {:<10} {}", "ID", "START", "KIND", "ENV", "STATUS", "NAME");
+                let mut out = format!(
+                    "{:<26} {:<18} {:<10} {:<9} {:<10} {}",
+                    "ID", "START", "KIND", "ENV", "STATUS", "NAME"
+                );
                 for k in &page.data {
-                    let status = serde_json::to_value(k.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-                    out.push_str(&format!("\n{:<26} {:<18} {:<10} {:<9} {:<10} {}", k.id, k.start, k.kind, k.environment, status, k.name));
+                    let status = serde_json::to_value(k.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    out.push_str(&format!(
+                        "\n{:<26} {:<18} {:<10} {:<9} {:<10} {}",
+                        k.id, k.start, k.kind, k.environment, status, k.name
+                    ));
                 }
                 if page.data.is_empty() {
                     out.push_str("\n(no keys)");
@@ -320,18 +420,42 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
         Command::Keys(KeysCmd::Revoke { key_id, reason }) => {
             let k = service::revoke_key(app, &key_id, service::RevokeKey { reason }).await?;
             let view = KeyView::new(&k, now);
-            print(json, &view, || format!("Revoked {} ({})", k.id, k.revoke_reason.clone().unwrap_or_default()));
-        }
-        Command::Keys(KeysCmd::Rotate { key_id, grace_period }) => {
-            let req = service::RotateKey { grace_period: duration_arg("grace-period", grace_period.as_deref())? };
-            let (new, secret, old) = service::rotate_key(app, &key_id, req).await?;
-            let view = NewKeyView { key: secret.clone(), record: KeyView::new(&new, now) };
             print(json, &view, || {
-                let until = old.revoked_at.map(crate::views::rfc3339).unwrap_or_default();
-                format!("Rotated {} into {}; the old key works until {until}.\n\n  {secret}\n\nStore it now: it will not be shown again.", old.id, new.id)
+                format!(
+                    "Revoked {} ({})",
+                    k.id,
+                    k.revoke_reason.clone().unwrap_or_default()
+                )
             });
         }
-        Command::Verify { credential, scopes, environment } => {
+        Command::Keys(KeysCmd::Rotate {
+            key_id,
+            grace_period,
+        }) => {
+            let req = service::RotateKey {
+                grace_period: duration_arg("grace-period", grace_period.as_deref())?,
+            };
+            let (new, secret, old) = service::rotate_key(app, &key_id, req).await?;
+            let view = NewKeyView {
+                key: secret.clone(),
+                record: KeyView::new(&new, now),
+            };
+            print(json, &view, || {
+                let until = old
+                    .revoked_at
+                    .map(crate::views::rfc3339)
+                    .unwrap_or_default();
+                format!(
+                    "Rotated {} into {}; the old key works until {until}.\n\n  {secret}\n\nStore it now: it will not be shown again.",
+                    old.id, new.id
+                )
+            });
+        }
+        Command::Verify {
+            credential,
+            scopes,
+            environment,
+        } => {
             let env = environment.unwrap_or_else(|| app.config.environment.clone());
             let required = scopes.as_deref().map(split_scopes).unwrap_or_default();
             let res = crate::decision::decide(app, credential.trim(), &required, &env).await;
@@ -346,10 +470,18 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                         answer.scopes.clone().unwrap_or_default().join(" ")
                     )
                 } else {
-                    format!("{}: {}", answer.code, answer.detail.clone().unwrap_or_default())
+                    format!(
+                        "{}: {}",
+                        answer.code,
+                        answer.detail.clone().unwrap_or_default()
+                    )
                 }
             });
-            return Ok(if valid { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         Command::Serve | Command::Migrate | Command::Config(_) => {}
     }
@@ -365,20 +497,48 @@ async fn serve(loaded: Loaded) -> Result<ExitCode, Failure> {
     match &origin {
         Origin::Config => tracing::info!("master key from LATCHKEY_MASTER_KEY"),
         Origin::File(p) => tracing::info!(path = %p, "master key from file"),
-        Origin::Created(p) => tracing::info!(path = %p, "created a new master key file (mode 0600): back it up"),
+        Origin::Created(p) => {
+            tracing::info!(path = %p, "created a new master key file (mode 0600): back it up")
+        }
     }
     for section in c.inactive_sections() {
-        tracing::warn!(section, "this config section is validated but not acted on by this version yet");
+        tracing::warn!(
+            section,
+            "this config section is validated but not acted on by this version yet"
+        );
     }
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;
-    let bound = listener.local_addr().map_err(|e| Failure::Other(e.to_string()))?;
-    let bootstrap = if app.store.count_root_keys().await.map_err(|e| Failure::Other(e.to_string()))? == 0 {
-        Some(service::create_root_key(&app, service::CreateRootKey { name: "bootstrap".into(), scopes: vec!["*".into()] }).await?)
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Failure::Other(e.to_string()))?;
+    let bootstrap = if app
+        .store
+        .count_root_keys()
+        .await
+        .map_err(|e| Failure::Other(e.to_string()))?
+        == 0
+    {
+        Some(
+            service::create_root_key(
+                &app,
+                service::CreateRootKey {
+                    name: "bootstrap".into(),
+                    scopes: vec!["*".into()],
+                },
+            )
+            .await?,
+        )
     } else {
         None
     };
     tracing::info!(addr = %bound, backend = app.store.backend(), environment = %c.environment, "latchkey listening");
-    println!("latchkey {} listening on http://{bound} ({} database)", env!("CARGO_PKG_VERSION"), app.store.backend());
+    println!(
+        "latchkey {} listening on http://{bound} ({} database)",
+        env!("CARGO_PKG_VERSION"),
+        app.store.backend()
+    );
     if let Some((_, secret)) = bootstrap {
         println!("{}", banner(&secret, &format!("http://{bound}")));
     }
@@ -388,20 +548,23 @@ async fn serve(loaded: Loaded) -> Result<ExitCode, Failure> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = ctrl_c.await;
+                        return;
+                    }
+                };
             tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
         }
         #[cfg(not(unix))]
         let _ = ctrl_c.await;
         tracing::info!("shutting down");
     };
-    crate::http::serve(listener, router, shutdown).await.map_err(|e| Failure::Other(e.to_string()))?;
+    crate::http::serve(listener, router, shutdown)
+        .await
+        .map_err(|e| Failure::Other(e.to_string()))?;
     let _ = task.await;
     Ok(ExitCode::SUCCESS)
 }

@@ -81,8 +81,18 @@ impl Default for Config {
             log_format: "text".into(),
             credentials: Credentials::default(),
             key_kinds: vec![
-                KeyKind { name: "live".into(), prefix: "sk_live_".into(), environments: vec!["live".into()], requires_explicit_scopes: false },
-                KeyKind { name: "test".into(), prefix: "sk_test_".into(), environments: vec!["test".into()], requires_explicit_scopes: false },
+                KeyKind {
+                    name: "live".into(),
+                    prefix: "sk_live_".into(),
+                    environments: vec!["live".into()],
+                    requires_explicit_scopes: false,
+                },
+                KeyKind {
+                    name: "test".into(),
+                    prefix: "sk_test_".into(),
+                    environments: vec!["test".into()],
+                    requires_explicit_scopes: false,
+                },
                 KeyKind {
                     name: "restricted".into(),
                     prefix: "rk_".into(),
@@ -112,7 +122,12 @@ pub struct Credentials {
 
 impl Default for Credentials {
     fn default() -> Self {
-        Self { bearer: true, apikey_scheme: true, headers: vec!["api_key".into(), "x-api-key".into()], query_param: String::new() }
+        Self {
+            bearer: true,
+            apikey_scheme: true,
+            headers: vec!["api_key".into(), "x-api-key".into()],
+            query_param: String::new(),
+        }
     }
 }
 
@@ -136,7 +151,11 @@ pub struct Scopes {
 
 impl Default for Scopes {
     fn default() -> Self {
-        Self { separator: ".".into(), catalog: BTreeMap::new(), implies: BTreeMap::new() }
+        Self {
+            separator: ".".into(),
+            catalog: BTreeMap::new(),
+            implies: BTreeMap::new(),
+        }
     }
 }
 
@@ -153,7 +172,10 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        Self { ttl: Dur(Duration::from_secs(1)), capacity: 100_000 }
+        Self {
+            ttl: Dur(Duration::from_secs(1)),
+            capacity: 100_000,
+        }
     }
 }
 
@@ -173,7 +195,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 30d"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 15m, 1h or 30d"))?;
     let secs = match unit {
         "" | "s" => Some(n),
         "m" => n.checked_mul(60),
@@ -211,7 +235,9 @@ impl<'de> Deserialize<'de> for Dur {
         impl serde::de::Visitor<'_> for V {
             type Value = Dur;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a duration like \"90s\", \"15m\", \"1h\", \"30d\" or a number of seconds")
+                f.write_str(
+                    "a duration like \"90s\", \"15m\", \"1h\", \"30d\" or a number of seconds",
+                )
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
                 Dur::parse(v).map_err(E::custom)
@@ -220,7 +246,9 @@ impl<'de> Deserialize<'de> for Dur {
                 Ok(Dur(Duration::from_secs(v)))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v).map(|v| Dur(Duration::from_secs(v))).map_err(|_| E::custom("a duration cannot be negative"))
+                u64::try_from(v)
+                    .map(|v| Dur(Duration::from_secs(v)))
+                    .map_err(|_| E::custom("a duration cannot be negative"))
             }
         }
         d.deserialize_any(V)
@@ -269,7 +297,10 @@ pub fn load(file: Option<&Path>, database_override: Option<&str>) -> Result<Load
     let mut fig = Figment::from(Serialized::defaults(Config::default()));
     if let Some(path) = file {
         if !path.is_file() {
-            return Err(ConfigError(format!("config error: file {} does not exist or is not a file", path.display())));
+            return Err(ConfigError(format!(
+                "config error: file {} does not exist or is not a file",
+                path.display()
+            )));
         }
         fig = fig.merge(Toml::file_exact(path));
     }
@@ -288,21 +319,38 @@ pub fn load(file: Option<&Path>, database_override: Option<&str>) -> Result<Load
     validate(&config).map_err(|(setting, msg)| {
         let origin = fig
             .find_metadata(&setting)
-            .map(|m| m.source.as_ref().map(|s| s.to_string()).unwrap_or_else(|| m.name.to_string()))
+            .map(|m| {
+                m.source
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| m.name.to_string())
+            })
             .unwrap_or_else(|| source.clone());
         ConfigError(format!("config error: `{setting}` in {origin}: {msg}"))
     })?;
-    Ok(Loaded { config, file: file.map(Path::to_path_buf) })
+    Ok(Loaded {
+        config,
+        file: file.map(Path::to_path_buf),
+    })
 }
 
 fn describe_figment_error(fig: &Figment, e: figment::Error) -> ConfigError {
     let mut parts = Vec::new();
     for err in e {
-        let setting = if err.path.is_empty() { "(top level)".to_owned() } else { err.path.join(".") };
+        let setting = if err.path.is_empty() {
+            "(top level)".to_owned()
+        } else {
+            err.path.join(".")
+        };
         let origin = err
             .metadata
             .as_ref()
-            .map(|m| m.source.as_ref().map(|s| s.to_string()).unwrap_or_else(|| m.name.to_string()))
+            .map(|m| {
+                m.source
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| m.name.to_string())
+            })
             .or_else(|| fig.find_metadata(&setting).map(|m| m.name.to_string()))
             .unwrap_or_else(|| "the config".to_owned());
         let kind = match &err.kind {
@@ -319,93 +367,182 @@ fn describe_figment_error(fig: &Figment, e: figment::Error) -> ConfigError {
 pub fn validate(c: &Config) -> Result<(), (String, String)> {
     let err = |k: &str, m: String| Err((k.to_owned(), m));
     if c.listen.parse::<SocketAddr>().is_err() {
-        return err("listen", format!("`{}` is not an address like 127.0.0.1:8080", c.listen));
+        return err(
+            "listen",
+            format!("`{}` is not an address like 127.0.0.1:8080", c.listen),
+        );
     }
-    if !(c.public_url.starts_with("http://") || c.public_url.starts_with("https://")) || c.public_url.contains(char::is_whitespace) {
-        return err("public_url", format!("`{}` is not an http(s) URL", c.public_url));
+    if !(c.public_url.starts_with("http://") || c.public_url.starts_with("https://"))
+        || c.public_url.contains(char::is_whitespace)
+    {
+        return err(
+            "public_url",
+            format!("`{}` is not an http(s) URL", c.public_url),
+        );
     }
-    if !(c.database_url.starts_with("sqlite:") || c.database_url.starts_with("postgres://") || c.database_url.starts_with("postgresql://")) {
-        return err("database_url", "must start with sqlite: or postgres://".into());
+    if !(c.database_url.starts_with("sqlite:")
+        || c.database_url.starts_with("postgres://")
+        || c.database_url.starts_with("postgresql://"))
+    {
+        return err(
+            "database_url",
+            "must start with sqlite: or postgres://".into(),
+        );
     }
     if c.environment.trim().is_empty() {
         return err("environment", "must not be empty".into());
     }
     if !matches!(c.log_format.as_str(), "text" | "json") {
-        return err("log_format", format!("`{}` is not `text` or `json`", c.log_format));
+        return err(
+            "log_format",
+            format!("`{}` is not `text` or `json`", c.log_format),
+        );
     }
     if let Some(mk) = &c.master_key {
         crate::crypto::MasterKey::from_base64(&mk.0).map_err(|e| ("master_key".to_owned(), e))?;
     }
     for (i, h) in c.credentials.headers.iter().enumerate() {
-        if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err() || h.eq_ignore_ascii_case("authorization") {
-            return err(&format!("credentials.headers.{i}"), format!("`{h}` is not a usable header name"));
+        if axum::http::HeaderName::from_bytes(h.as_bytes()).is_err()
+            || h.eq_ignore_ascii_case("authorization")
+        {
+            return err(
+                &format!("credentials.headers.{i}"),
+                format!("`{h}` is not a usable header name"),
+            );
         }
     }
-    if !c.credentials.query_param.is_empty() && !c.credentials.query_param.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return err("credentials.query_param", "must be letters, digits, `_` or `-`".into());
+    if !c.credentials.query_param.is_empty()
+        && !c
+            .credentials
+            .query_param
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return err(
+            "credentials.query_param",
+            "must be letters, digits, `_` or `-`".into(),
+        );
     }
     if c.key_kinds.is_empty() {
         return err("key_kinds", "at least one key kind is needed".into());
     }
     for (i, k) in c.key_kinds.iter().enumerate() {
         let at = format!("key_kinds.{i}");
-        if k.name.is_empty() || !k.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            return err(&format!("{at}.name"), format!("`{}` must be letters, digits, `_` or `-`", k.name));
+        if k.name.is_empty()
+            || !k
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return err(
+                &format!("{at}.name"),
+                format!("`{}` must be letters, digits, `_` or `-`", k.name),
+            );
         }
         if !keyfmt::valid_prefix(&k.prefix) {
-            return err(&format!("{at}.prefix"), format!("`{}` must be 1 to 32 letters, digits, `_` or `-`", k.prefix));
+            return err(
+                &format!("{at}.prefix"),
+                format!("`{}` must be 1 to 32 letters, digits, `_` or `-`", k.prefix),
+            );
         }
         if k.environments.is_empty() || k.environments.iter().any(|e| e.trim().is_empty()) {
-            return err(&format!("{at}.environments"), "must list at least one non-empty environment".into());
+            return err(
+                &format!("{at}.environments"),
+                "must list at least one non-empty environment".into(),
+            );
         }
         for (j, other) in c.key_kinds.iter().enumerate().take(i) {
             if other.name == k.name {
-                return err(&format!("{at}.name"), format!("duplicate key kind name `{}` (also key_kinds.{j})", k.name));
+                return err(
+                    &format!("{at}.name"),
+                    format!("duplicate key kind name `{}` (also key_kinds.{j})", k.name),
+                );
             }
             if other.prefix == k.prefix {
-                return err(&format!("{at}.prefix"), format!("duplicate key prefix `{}` (also key_kinds.{j})", k.prefix));
+                return err(
+                    &format!("{at}.prefix"),
+                    format!("duplicate key prefix `{}` (also key_kinds.{j})", k.prefix),
+                );
             }
             if other.prefix.starts_with(&k.prefix) || k.prefix.starts_with(&other.prefix) {
                 return err(
                     &format!("{at}.prefix"),
-                    format!("prefix `{}` and `{}` (key_kinds.{j}) are prefixes of one another: a key could not be told apart", k.prefix, other.prefix),
+                    format!(
+                        "prefix `{}` and `{}` (key_kinds.{j}) are prefixes of one another: a key could not be told apart",
+                        k.prefix, other.prefix
+                    ),
                 );
             }
         }
         if ROOT_PREFIX.starts_with(&k.prefix) || k.prefix.starts_with(ROOT_PREFIX) {
-            return err(&format!("{at}.prefix"), format!("`{}` overlaps the root key prefix `{ROOT_PREFIX}`", k.prefix));
+            return err(
+                &format!("{at}.prefix"),
+                format!(
+                    "`{}` overlaps the root key prefix `{ROOT_PREFIX}`",
+                    k.prefix
+                ),
+            );
         }
     }
     if !matches!(c.scopes.separator.as_str(), "." | ":") {
-        return err("scopes.separator", format!("`{}` is not `.` or `:`", c.scopes.separator));
+        return err(
+            "scopes.separator",
+            format!("`{}` is not `.` or `:`", c.scopes.separator),
+        );
     }
     for name in c.scopes.catalog.keys() {
         if !is_scope_token(name) || name.contains('*') {
-            return err(&format!("scopes.catalog.{name}"), "is not a valid scope name".into());
+            return err(
+                &format!("scopes.catalog.{name}"),
+                "is not a valid scope name".into(),
+            );
         }
     }
     for (name, implied) in &c.scopes.implies {
         if !is_scope_token(name) || name.contains('*') {
-            return err(&format!("scopes.implies.{name}"), "is not a valid scope name".into());
+            return err(
+                &format!("scopes.implies.{name}"),
+                "is not a valid scope name".into(),
+            );
         }
         if let Some(bad) = implied.iter().find(|s| !is_scope_token(s)) {
-            return err(&format!("scopes.implies.{name}"), format!("`{bad}` is not a valid scope"));
+            return err(
+                &format!("scopes.implies.{name}"),
+                format!("`{bad}` is not a valid scope"),
+            );
         }
     }
     if c.cache.ttl.0 > Duration::from_secs(60) {
-        return err("cache.ttl", "must be at most 60s (it bounds how long a revocation takes to reach every node)".into());
+        return err(
+            "cache.ttl",
+            "must be at most 60s (it bounds how long a revocation takes to reach every node)"
+                .into(),
+        );
     }
     Ok(())
 }
 
 impl Config {
     pub fn scope_policy(&self) -> ScopePolicy {
-        let sep = if self.scopes.separator == ":" { ':' } else { '.' };
-        ScopePolicy::new(sep, self.scopes.catalog.clone(), self.scopes.implies.clone())
+        let sep = if self.scopes.separator == ":" {
+            ':'
+        } else {
+            '.'
+        };
+        ScopePolicy::new(
+            sep,
+            self.scopes.catalog.clone(),
+            self.scopes.implies.clone(),
+        )
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|_| ConfigError(format!("config error: `listen`: `{}` is not an address", self.listen)))
+        self.listen.parse().map_err(|_| {
+            ConfigError(format!(
+                "config error: `listen`: `{}` is not an address",
+                self.listen
+            ))
+        })
     }
 
     pub fn public_url(&self) -> &str {

@@ -32,28 +32,45 @@ pub enum Origin {
 
 impl MasterKey {
     pub fn from_base64(text: &str) -> Result<MasterKey, String> {
-        let bytes = STANDARD.decode(text.trim()).map_err(|_| "is not valid base64".to_owned())?;
-        let arr: [u8; 32] = bytes.try_into().map_err(|_| "must decode to exactly 32 bytes".to_owned())?;
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|_| "is not valid base64".to_owned())?;
+        let arr: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| "must decode to exactly 32 bytes".to_owned())?;
         Ok(MasterKey(SecretBox::new(Box::new(arr))))
     }
 
     fn generate() -> Result<MasterKey, String> {
         let mut arr = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut arr).map_err(|_| "the system random generator failed".to_owned())?;
+        aws_lc_rs::rand::fill(&mut arr)
+            .map_err(|_| "the system random generator failed".to_owned())?;
         Ok(MasterKey(SecretBox::new(Box::new(arr))))
     }
 
     /// Loads the key from `configured`, else from `{data_dir}/master.key`,
     /// creating that file (0600) when `may_create`.
-    pub fn load(configured: Option<&str>, data_dir: &Path, may_create: bool) -> Result<(MasterKey, Origin), String> {
+    pub fn load(
+        configured: Option<&str>,
+        data_dir: &Path,
+        may_create: bool,
+    ) -> Result<(MasterKey, Origin), String> {
         if let Some(text) = configured {
-            return Self::from_base64(text).map(|k| (k, Origin::Config)).map_err(|e| format!("master_key {e}"));
+            return Self::from_base64(text)
+                .map(|k| (k, Origin::Config))
+                .map_err(|e| format!("master_key {e}"));
         }
         let path = data_dir.join(MASTER_KEY_FILE);
         let shown = path.display().to_string();
         match std::fs::read_to_string(&path) {
-            Ok(text) => return Self::from_base64(&text).map(|k| (k, Origin::File(shown.clone()))).map_err(|e| format!("{shown} {e}")),
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(format!("cannot read {shown}: {e}")),
+            Ok(text) => {
+                return Self::from_base64(&text)
+                    .map(|k| (k, Origin::File(shown.clone())))
+                    .map_err(|e| format!("{shown} {e}"));
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("cannot read {shown}: {e}"));
+            }
             Err(_) => {}
         }
         if !may_create {
@@ -61,20 +78,26 @@ impl MasterKey {
                  Every node sharing a PostgreSQL database must use the same one."
                 .to_owned());
         }
-        std::fs::create_dir_all(data_dir).map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create {}: {e}", data_dir.display()))?;
         let key = Self::generate()?;
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&path).map_err(|e| format!("cannot create {shown}: {e}"))?;
+        let mut f = opts
+            .open(&path)
+            .map_err(|e| format!("cannot create {shown}: {e}"))?;
         let text = STANDARD.encode(key.0.expose_secret());
-        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).map_err(|e| format!("cannot write {shown}: {e}"))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("cannot write {shown}: {e}"))?;
         Ok((key, Origin::Created(shown)))
     }
 
     fn aead(&self) -> Result<RandomizedNonceKey, String> {
-        RandomizedNonceKey::new(&AES_256_GCM, self.0.expose_secret()).map_err(|_| "bad master key".to_owned())
+        RandomizedNonceKey::new(&AES_256_GCM, self.0.expose_secret())
+            .map_err(|_| "bad master key".to_owned())
     }
 
     /// Encrypts `plain`; the output is the 12-byte nonce then the
@@ -82,7 +105,9 @@ impl MasterKey {
     pub fn encrypt(&self, plain: &[u8], context: &[u8]) -> Result<Vec<u8>, String> {
         let key = self.aead()?;
         let mut buf = plain.to_vec();
-        let nonce = key.seal_in_place_append_tag(Aad::from(context), &mut buf).map_err(|_| "encryption failed".to_owned())?;
+        let nonce = key
+            .seal_in_place_append_tag(Aad::from(context), &mut buf)
+            .map_err(|_| "encryption failed".to_owned())?;
         let mut out = nonce.as_ref().to_vec();
         out.extend_from_slice(&buf);
         Ok(out)
@@ -96,7 +121,9 @@ impl MasterKey {
         let (nonce, rest) = sealed.split_at(12);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| "bad nonce".to_owned())?;
         let mut buf = rest.to_vec();
-        let plain = key.open_in_place(nonce, Aad::from(context), &mut buf).map_err(|_| "decryption failed".to_owned())?;
+        let plain = key
+            .open_in_place(nonce, Aad::from(context), &mut buf)
+            .map_err(|_| "decryption failed".to_owned())?;
         Ok(plain.to_vec())
     }
 }
@@ -113,7 +140,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(MASTER_KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(MASTER_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let (k2, o2) = MasterKey::load(None, dir.path(), true).unwrap();
@@ -132,7 +162,17 @@ mod tests {
         let (_, o) = MasterKey::load(Some(&STANDARD.encode([1u8; 32])), dir.path(), true).unwrap();
         assert_eq!(o, Origin::Config);
         assert!(!dir.path().join(MASTER_KEY_FILE).exists());
-        assert!(MasterKey::load(None, dir.path(), false).unwrap_err().contains("LATCHKEY_MASTER_KEY"));
-        assert!(format!("{:?}", MasterKey::from_base64(&STANDARD.encode([7u8; 32])).unwrap()).contains("REDACTED"));
+        assert!(
+            MasterKey::load(None, dir.path(), false)
+                .unwrap_err()
+                .contains("LATCHKEY_MASTER_KEY")
+        );
+        assert!(
+            format!(
+                "{:?}",
+                MasterKey::from_base64(&STANDARD.encode([7u8; 32])).unwrap()
+            )
+            .contains("REDACTED")
+        );
     }
 }

@@ -20,7 +20,12 @@ pub struct Grant {
 }
 
 /// Decides on `credential` for `required_scopes` in `environment`.
-pub async fn decide(app: &App, credential: &str, required_scopes: &[String], environment: &str) -> Result<Grant, ApiError> {
+pub async fn decide(
+    app: &App,
+    credential: &str,
+    required_scopes: &[String],
+    environment: &str,
+) -> Result<Grant, ApiError> {
     let started = std::time::Instant::now();
     let res = decide_inner(app, credential, required_scopes, environment).await;
     let code = match &res {
@@ -28,16 +33,24 @@ pub async fn decide(app: &App, credential: &str, required_scopes: &[String], env
         Err(e) => e.code,
     };
     metrics::counter!("latchkey_decisions_total", "code" => code.as_str()).increment(1);
-    metrics::histogram!("latchkey_decision_duration_seconds", "code" => code.as_str()).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("latchkey_decision_duration_seconds", "code" => code.as_str())
+        .record(started.elapsed().as_secs_f64());
     res
 }
 
-async fn decide_inner(app: &App, credential: &str, required_scopes: &[String], environment: &str) -> Result<Grant, ApiError> {
+async fn decide_inner(
+    app: &App,
+    credential: &str,
+    required_scopes: &[String],
+    environment: &str,
+) -> Result<Grant, ApiError> {
     if credential.is_empty() {
         return Err(ApiError::new(Code::MissingKey, "No credential was given."));
     }
     let prefixes = app.config.key_kinds.iter().map(|k| k.prefix.as_str());
-    let Some(kind) = keyfmt::match_prefix(credential, prefixes).and_then(|i| app.config.key_kinds.get(i)) else {
+    let Some(kind) =
+        keyfmt::match_prefix(credential, prefixes).and_then(|i| app.config.key_kinds.get(i))
+    else {
         let detail = if credential.starts_with(ROOT_PREFIX) {
             "This is a root key: it authenticates management calls, not API requests."
         } else if credential.split('.').count() == 3 {
@@ -45,17 +58,24 @@ async fn decide_inner(app: &App, credential: &str, required_scopes: &[String], e
         } else {
             keyfmt::FormatError::UnknownPrefix.describe()
         };
-        let code = if credential.split('.').count() == 3 { Code::InvalidToken } else { Code::InvalidFormat };
+        let code = if credential.split('.').count() == 3 {
+            Code::InvalidToken
+        } else {
+            Code::InvalidFormat
+        };
         return Err(ApiError::new(code, detail).presented());
     };
-    keyfmt::check(credential, &kind.prefix).map_err(|e| ApiError::new(Code::InvalidFormat, e.describe()).presented())?;
+    keyfmt::check(credential, &kind.prefix)
+        .map_err(|e| ApiError::new(Code::InvalidFormat, e.describe()).presented())?;
     let digest = keyfmt::digest(credential);
     let key = match app.key_cache.get(&digest) {
         Some(k) => k,
         None => {
             let found = app.store.key_by_digest(&digest).await?;
             let Some(k) = found else {
-                return Err(ApiError::new(Code::InvalidKey, "This API key does not exist.").presented());
+                return Err(
+                    ApiError::new(Code::InvalidKey, "This API key does not exist.").presented(),
+                );
             };
             let k = Arc::new(k);
             app.key_cache.insert(digest, k.clone());
@@ -66,8 +86,12 @@ async fn decide_inner(app: &App, credential: &str, required_scopes: &[String], e
     if let Some(at) = key.revoked_at
         && at <= now
     {
-        let detail = if key.replaced_by.is_some() && key.revoke_reason.as_deref() == Some("rotated") {
-            format!("This API key was rotated; its grace period ended on {}.", rfc3339(at))
+        let detail = if key.replaced_by.is_some() && key.revoke_reason.as_deref() == Some("rotated")
+        {
+            format!(
+                "This API key was rotated; its grace period ended on {}.",
+                rfc3339(at)
+            )
         } else {
             format!("This API key was revoked on {}.", rfc3339(at))
         };
@@ -76,7 +100,11 @@ async fn decide_inner(app: &App, credential: &str, required_scopes: &[String], e
     if let Some(at) = key.expires_at
         && at <= now
     {
-        return Err(ApiError::new(Code::KeyExpired, format!("This API key expired on {}.", rfc3339(at))).presented());
+        return Err(ApiError::new(
+            Code::KeyExpired,
+            format!("This API key expired on {}.", rfc3339(at)),
+        )
+        .presented());
     }
     // The key exists and is in force: this counts as a use, whatever follows.
     app.record_use(Use::Key(key.id.clone(), now));

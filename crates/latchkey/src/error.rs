@@ -29,7 +29,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        Self { code, detail: detail.into(), errors: Vec::new(), required_scopes: Vec::new(), credential_presented: false }
+        Self {
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            required_scopes: Vec::new(),
+            credential_presented: false,
+        }
     }
 
     pub fn invalid_request(detail: impl Into<String>) -> Self {
@@ -41,7 +47,10 @@ impl ApiError {
     }
 
     pub fn internal() -> Self {
-        Self::new(Code::Internal, "The server failed to handle the request; the request id identifies it in the logs.")
+        Self::new(
+            Code::Internal,
+            "The server failed to handle the request; the request id identifies it in the logs.",
+        )
     }
 
     pub fn validation(errors: Vec<FieldError>) -> Self {
@@ -49,16 +58,29 @@ impl ApiError {
             [one] => format!("`{}`: {}", one.field, one.message),
             _ => format!("{} fields are invalid; see `errors`.", errors.len()),
         };
-        Self { errors, ..Self::new(Code::ValidationFailed, detail) }
+        Self {
+            errors,
+            ..Self::new(Code::ValidationFailed, detail)
+        }
     }
 
     pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::validation(vec![FieldError { field: field.into(), message: message.into() }])
+        Self::validation(vec![FieldError {
+            field: field.into(),
+            message: message.into(),
+        }])
     }
 
     pub fn insufficient_scope(required: Vec<String>) -> Self {
-        let detail = format!("This request requires the scope(s): {}.", required.join(" "));
-        Self { required_scopes: required, credential_presented: true, ..Self::new(Code::InsufficientScope, detail) }
+        let detail = format!(
+            "This request requires the scope(s): {}.",
+            required.join(" ")
+        );
+        Self {
+            required_scopes: required,
+            credential_presented: true,
+            ..Self::new(Code::InsufficientScope, detail)
+        }
     }
 
     pub fn presented(mut self) -> Self {
@@ -87,7 +109,13 @@ impl From<StoreError> for ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({}): {}", self.code.as_str(), self.code.status(), self.detail)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code.as_str(),
+            self.code.status(),
+            self.detail
+        )
     }
 }
 

@@ -48,24 +48,42 @@ pub const ROOT_SCOPES: &[&str] = &[
 ];
 
 pub fn root_scope_policy() -> latchkey_core::scope::ScopePolicy {
-    let catalog = ROOT_SCOPES.iter().map(|s| ((*s).to_owned(), String::new())).collect();
+    let catalog = ROOT_SCOPES
+        .iter()
+        .map(|s| ((*s).to_owned(), String::new()))
+        .collect();
     latchkey_core::scope::ScopePolicy::new('.', catalog, Default::default())
 }
 
 fn check_name(field: &str, v: &str, errors: &mut Vec<FieldError>) {
     if v.trim().is_empty() || v.chars().count() > MAX_NAME || v.chars().any(char::is_control) {
-        errors.push(FieldError { field: field.into(), message: format!("Must be 1 to {MAX_NAME} characters, without control characters.") });
+        errors.push(FieldError {
+            field: field.into(),
+            message: format!("Must be 1 to {MAX_NAME} characters, without control characters."),
+        });
     }
 }
 
-fn check_scopes(policy: &latchkey_core::scope::ScopePolicy, scopes: &[String], explicit_only: bool, errors: &mut Vec<FieldError>) {
+fn check_scopes(
+    policy: &latchkey_core::scope::ScopePolicy,
+    scopes: &[String],
+    explicit_only: bool,
+    errors: &mut Vec<FieldError>,
+) {
     for (i, msg) in policy.validate_grant(scopes, explicit_only) {
-        errors.push(FieldError { field: format!("scopes[{i}]"), message: msg });
+        errors.push(FieldError {
+            field: format!("scopes[{i}]"),
+            message: msg,
+        });
     }
 }
 
 fn done(errors: Vec<FieldError>) -> Result<(), ApiError> {
-    if errors.is_empty() { Ok(()) } else { Err(ApiError::validation(errors)) }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::validation(errors))
+    }
 }
 
 // ---------------------------------------------------------------- orgs
@@ -80,7 +98,11 @@ pub async fn create_org(app: &App, req: CreateOrg) -> Result<Org, ApiError> {
     let mut errors = Vec::new();
     check_name("name", &req.name, &mut errors);
     done(errors)?;
-    let org = Org { id: new_id("org_"), name: req.name.trim().to_owned(), created_at: app.now_ms() };
+    let org = Org {
+        id: new_id("org_"),
+        name: req.name.trim().to_owned(),
+        created_at: app.now_ms(),
+    };
     app.store.create_org(&org).await?;
     Ok(org)
 }
@@ -99,7 +121,10 @@ pub async fn create_root_key(app: &App, req: CreateRootKey) -> Result<(RootKey, 
     let mut errors = Vec::new();
     check_name("name", &req.name, &mut errors);
     if req.scopes.is_empty() {
-        errors.push(FieldError { field: "scopes".into(), message: "Grant at least one scope.".into() });
+        errors.push(FieldError {
+            field: "scopes".into(),
+            message: "Grant at least one scope.".into(),
+        });
     }
     check_scopes(&root_scope_policy(), &req.scopes, false, &mut errors);
     done(errors)?;
@@ -119,7 +144,11 @@ pub async fn create_root_key(app: &App, req: CreateRootKey) -> Result<(RootKey, 
 }
 
 pub async fn revoke_root_key(app: &App, id: &str) -> Result<RootKey, ApiError> {
-    let key = app.store.revoke_root_key(id, app.now_ms()).await.map_err(|e| ApiError::from_store(e, "root key"))?;
+    let key = app
+        .store
+        .revoke_root_key(id, app.now_ms())
+        .await
+        .map_err(|e| ApiError::from_store(e, "root key"))?;
     app.forget_root_key(&key);
     Ok(key)
 }
@@ -176,20 +205,34 @@ pub struct RotateKey {
     pub grace_period: Option<DurationInput>,
 }
 
-fn check_expiry(now: i64, at: Option<&str>, within: Option<DurationInput>, errors: &mut Vec<FieldError>) -> Option<i64> {
+fn check_expiry(
+    now: i64,
+    at: Option<&str>,
+    within: Option<DurationInput>,
+    errors: &mut Vec<FieldError>,
+) -> Option<i64> {
     match (at, within) {
         (Some(_), Some(_)) => {
-            errors.push(FieldError { field: "expires_in".into(), message: "Give `expires_at` or `expires_in`, not both.".into() });
+            errors.push(FieldError {
+                field: "expires_in".into(),
+                message: "Give `expires_at` or `expires_in`, not both.".into(),
+            });
             None
         }
         (Some(text), None) => match parse_rfc3339(text) {
             Some(t) if t > now && t - now <= MAX_SECONDS * 1000 => Some(t),
             Some(_) => {
-                errors.push(FieldError { field: "expires_at".into(), message: "Must be in the future and at most 10 years away.".into() });
+                errors.push(FieldError {
+                    field: "expires_at".into(),
+                    message: "Must be in the future and at most 10 years away.".into(),
+                });
                 None
             }
             None => {
-                errors.push(FieldError { field: "expires_at".into(), message: "Must be an RFC 3339 time such as 2030-01-02T03:04:05Z.".into() });
+                errors.push(FieldError {
+                    field: "expires_at".into(),
+                    message: "Must be an RFC 3339 time such as 2030-01-02T03:04:05Z.".into(),
+                });
                 None
             }
         },
@@ -197,7 +240,12 @@ fn check_expiry(now: i64, at: Option<&str>, within: Option<DurationInput>, error
             if (1..=MAX_SECONDS).contains(&secs) {
                 Some(now + secs * 1000)
             } else {
-                errors.push(FieldError { field: "expires_in".into(), message: format!("Must be between 1 second and {MAX_SECONDS} seconds (10 years).") });
+                errors.push(FieldError {
+                    field: "expires_in".into(),
+                    message: format!(
+                        "Must be between 1 second and {MAX_SECONDS} seconds (10 years)."
+                    ),
+                });
                 None
             }
         }
@@ -207,15 +255,24 @@ fn check_expiry(now: i64, at: Option<&str>, within: Option<DurationInput>, error
 
 fn check_metadata(m: &serde_json::Value, errors: &mut Vec<FieldError>) {
     if !m.is_object() {
-        errors.push(FieldError { field: "metadata".into(), message: "Must be a JSON object.".into() });
+        errors.push(FieldError {
+            field: "metadata".into(),
+            message: "Must be a JSON object.".into(),
+        });
     } else if serde_json::to_vec(m).map(|v| v.len()).unwrap_or(usize::MAX) > MAX_METADATA {
-        errors.push(FieldError { field: "metadata".into(), message: format!("Must be at most {MAX_METADATA} bytes of JSON.") });
+        errors.push(FieldError {
+            field: "metadata".into(),
+            message: format!("Must be at most {MAX_METADATA} bytes of JSON."),
+        });
     }
 }
 
 fn check_external_id(v: &str, errors: &mut Vec<FieldError>) {
     if v.is_empty() || v.len() > MAX_NAME || v.chars().any(char::is_control) {
-        errors.push(FieldError { field: "external_id".into(), message: format!("Must be 1 to {MAX_NAME} bytes, without control characters.") });
+        errors.push(FieldError {
+            field: "external_id".into(),
+            message: format!("Must be 1 to {MAX_NAME} bytes, without control characters."),
+        });
     }
 }
 
@@ -233,19 +290,39 @@ fn mint(kind_prefix: &str) -> (String, String, Vec<u8>, String) {
     (new_id("key_"), secret, digest, start)
 }
 
-pub async fn create_key(app: &App, org_id: &str, req: CreateKey) -> Result<(ApiKey, String), ApiError> {
-    app.store.get_org(org_id).await.map_err(|e| ApiError::from_store(e, "organization"))?;
+pub async fn create_key(
+    app: &App,
+    org_id: &str,
+    req: CreateKey,
+) -> Result<(ApiKey, String), ApiError> {
+    app.store
+        .get_org(org_id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "organization"))?;
     let now = app.now_ms();
     let mut errors = Vec::new();
     check_name("name", &req.name, &mut errors);
     let env = &app.config.environment;
     let kind = match &req.kind {
         Some(name) => app.kind(name),
-        None => app.config.key_kinds.iter().find(|k| k.environments.contains(env)).or(app.config.key_kinds.first()),
+        None => app
+            .config
+            .key_kinds
+            .iter()
+            .find(|k| k.environments.contains(env))
+            .or(app.config.key_kinds.first()),
     };
     let Some(kind) = kind else {
-        let names: Vec<&str> = app.config.key_kinds.iter().map(|k| k.name.as_str()).collect();
-        errors.push(FieldError { field: "kind".into(), message: format!("Unknown key kind; configured kinds: {}.", names.join(", ")) });
+        let names: Vec<&str> = app
+            .config
+            .key_kinds
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        errors.push(FieldError {
+            field: "kind".into(),
+            message: format!("Unknown key kind; configured kinds: {}.", names.join(", ")),
+        });
         return Err(ApiError::validation(errors));
     };
     let environment = match &req.environment {
@@ -253,14 +330,23 @@ pub async fn create_key(app: &App, org_id: &str, req: CreateKey) -> Result<(ApiK
         Some(_) => {
             errors.push(FieldError {
                 field: "environment".into(),
-                message: format!("Keys of kind `{}` work in: {}.", kind.name, kind.environments.join(", ")),
+                message: format!(
+                    "Keys of kind `{}` work in: {}.",
+                    kind.name,
+                    kind.environments.join(", ")
+                ),
             });
             String::new()
         }
         None if kind.environments.contains(env) => env.clone(),
         None => kind.environments.first().cloned().unwrap_or_default(),
     };
-    check_scopes(&app.scopes, &req.scopes, kind.requires_explicit_scopes, &mut errors);
+    check_scopes(
+        &app.scopes,
+        &req.scopes,
+        kind.requires_explicit_scopes,
+        &mut errors,
+    );
     let expires_at = check_expiry(now, req.expires_at.as_deref(), req.expires_in, &mut errors);
     if let Some(m) = &req.metadata {
         check_metadata(m, &mut errors);
@@ -295,7 +381,10 @@ pub async fn create_key(app: &App, org_id: &str, req: CreateKey) -> Result<(ApiK
 }
 
 pub async fn get_key(app: &App, id: &str) -> Result<ApiKey, ApiError> {
-    app.store.get_key(id).await.map_err(|e| ApiError::from_store(e, "key"))
+    app.store
+        .get_key(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "key"))
 }
 
 pub struct KeyListQuery {
@@ -305,13 +394,29 @@ pub struct KeyListQuery {
 }
 
 /// Answers a page and the cursor of the next one.
-pub async fn list_keys(app: &App, org_id: &str, q: KeyListQuery) -> Result<(Vec<ApiKey>, Option<String>), ApiError> {
-    app.store.get_org(org_id).await.map_err(|e| ApiError::from_store(e, "organization"))?;
+pub async fn list_keys(
+    app: &App,
+    org_id: &str,
+    q: KeyListQuery,
+) -> Result<(Vec<ApiKey>, Option<String>), ApiError> {
+    app.store
+        .get_org(org_id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "organization"))?;
     let limit = page_limit(q.limit)?;
-    let cursor = q.cursor.as_deref().map(crate::views::decode_cursor).transpose()?;
+    let cursor = q
+        .cursor
+        .as_deref()
+        .map(crate::views::decode_cursor)
+        .transpose()?;
     let mut rows = app
         .store
-        .list_keys(&KeyQuery { org_id: org_id.to_owned(), external_id: q.external_id, limit: limit + 1, cursor })
+        .list_keys(&KeyQuery {
+            org_id: org_id.to_owned(),
+            external_id: q.external_id,
+            limit: limit + 1,
+            cursor,
+        })
         .await?;
     let next = next_cursor(&mut rows, limit, |k| (k.created_at, k.id.as_str()));
     Ok((rows, next))
@@ -326,7 +431,11 @@ pub fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 }
 
 /// Trims the extra row fetched to learn whether another page exists.
-pub fn next_cursor<T>(rows: &mut Vec<T>, limit: u32, key: impl Fn(&T) -> (i64, &str)) -> Option<String> {
+pub fn next_cursor<T>(
+    rows: &mut Vec<T>,
+    limit: u32,
+    key: impl Fn(&T) -> (i64, &str),
+) -> Option<String> {
     if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last().map(|r| {
@@ -339,7 +448,10 @@ pub fn next_cursor<T>(rows: &mut Vec<T>, limit: u32, key: impl Fn(&T) -> (i64, &
 }
 
 pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<Page, ApiError> {
-    Ok(Page { limit: page_limit(limit)? + 1, cursor: cursor.map(crate::views::decode_cursor).transpose()? })
+    Ok(Page {
+        limit: page_limit(limit)? + 1,
+        cursor: cursor.map(crate::views::decode_cursor).transpose()?,
+    })
 }
 
 pub async fn patch_key(app: &App, id: &str, req: PatchKey) -> Result<ApiKey, ApiError> {
@@ -350,7 +462,9 @@ pub async fn patch_key(app: &App, id: &str, req: PatchKey) -> Result<ApiKey, Api
         check_name("name", n, &mut errors);
     }
     if let Some(s) = &req.scopes {
-        let explicit = app.kind(&current.kind).is_some_and(|k| k.requires_explicit_scopes);
+        let explicit = app
+            .kind(&current.kind)
+            .is_some_and(|k| k.requires_explicit_scopes);
         check_scopes(&app.scopes, s, explicit, &mut errors);
     }
     if let Some(m) = &req.metadata {
@@ -362,12 +476,19 @@ pub async fn patch_key(app: &App, id: &str, req: PatchKey) -> Result<ApiKey, Api
     let expires_at = match (&req.expires_at, req.expires_in) {
         (Some(None), None) => Some(None),
         (Some(None), Some(_)) => {
-            errors.push(FieldError { field: "expires_in".into(), message: "Give `expires_at` or `expires_in`, not both.".into() });
+            errors.push(FieldError {
+                field: "expires_in".into(),
+                message: "Give `expires_at` or `expires_in`, not both.".into(),
+            });
             None
         }
         (at, within) => {
             let at = at.as_ref().and_then(|a| a.as_deref());
-            if at.is_none() && within.is_none() { None } else { check_expiry(now, at, within, &mut errors).map(Some) }
+            if at.is_none() && within.is_none() {
+                None
+            } else {
+                check_expiry(now, at, within, &mut errors).map(Some)
+            }
         }
     };
     done(errors)?;
@@ -379,14 +500,21 @@ pub async fn patch_key(app: &App, id: &str, req: PatchKey) -> Result<ApiKey, Api
         external_id: req.external_id,
         updated_at: now,
     };
-    let key = app.store.update_key(id, &patch).await.map_err(|e| ApiError::from_store(e, "key"))?;
+    let key = app
+        .store
+        .update_key(id, &patch)
+        .await
+        .map_err(|e| ApiError::from_store(e, "key"))?;
     app.forget_key(&key);
     Ok(key)
 }
 
 pub async fn delete_key(app: &App, id: &str) -> Result<(), ApiError> {
     let key = get_key(app, id).await?;
-    app.store.delete_key(id).await.map_err(|e| ApiError::from_store(e, "key"))?;
+    app.store
+        .delete_key(id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "key"))?;
     app.forget_key(&key);
     Ok(())
 }
@@ -395,23 +523,44 @@ pub async fn revoke_key(app: &App, id: &str, req: RevokeKey) -> Result<ApiKey, A
     if let Some(r) = &req.reason
         && (r.len() > 500 || r.chars().any(char::is_control))
     {
-        return Err(ApiError::field("reason", "Must be at most 500 bytes, without control characters."));
+        return Err(ApiError::field(
+            "reason",
+            "Must be at most 500 bytes, without control characters.",
+        ));
     }
-    let reason = req.reason.as_deref().filter(|r| !r.trim().is_empty()).unwrap_or("revoked");
-    let key = app.store.revoke_key(id, app.now_ms(), Some(reason)).await.map_err(|e| ApiError::from_store(e, "key"))?;
+    let reason = req
+        .reason
+        .as_deref()
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or("revoked");
+    let key = app
+        .store
+        .revoke_key(id, app.now_ms(), Some(reason))
+        .await
+        .map_err(|e| ApiError::from_store(e, "key"))?;
     app.forget_key(&key);
     Ok(key)
 }
 
 /// Answers the new key (with its secret) and the old one as it now is.
-pub async fn rotate_key(app: &App, id: &str, req: RotateKey) -> Result<(ApiKey, String, ApiKey), ApiError> {
+pub async fn rotate_key(
+    app: &App,
+    id: &str,
+    req: RotateKey,
+) -> Result<(ApiKey, String, ApiKey), ApiError> {
     let old = get_key(app, id).await?;
     let grace = req.grace_period.map_or(0, |d| d.0);
     if !(0..=MAX_SECONDS).contains(&grace) {
-        return Err(ApiError::field("grace_period", format!("Must be between 0 and {MAX_SECONDS} seconds.")));
+        return Err(ApiError::field(
+            "grace_period",
+            format!("Must be between 0 and {MAX_SECONDS} seconds."),
+        ));
     }
     let Some(kind) = app.kind(&old.kind) else {
-        return Err(ApiError::new(latchkey_core::Code::Conflict, format!("The key's kind `{}` is no longer configured.", old.kind)));
+        return Err(ApiError::new(
+            latchkey_core::Code::Conflict,
+            format!("The key's kind `{}` is no longer configured.", old.kind),
+        ));
     };
     let now = app.now_ms();
     let (new_id_, secret, digest, start) = mint(&kind.prefix);
@@ -428,12 +577,17 @@ pub async fn rotate_key(app: &App, id: &str, req: RotateKey) -> Result<(ApiKey, 
         last_used_at: None,
         ..old.clone()
     };
-    let old_now = app.store.rotate_key(id, &new, now + grace * 1000, now).await.map_err(|e| match e {
-        latchkey_store::StoreError::Conflict(_) => {
-            ApiError::new(latchkey_core::Code::Conflict, "This key was already rotated or revoked; rotate its replacement instead.")
-        }
-        other => ApiError::from_store(other, "key"),
-    })?;
+    let old_now = app
+        .store
+        .rotate_key(id, &new, now + grace * 1000, now)
+        .await
+        .map_err(|e| match e {
+            latchkey_store::StoreError::Conflict(_) => ApiError::new(
+                latchkey_core::Code::Conflict,
+                "This key was already rotated or revoked; rotate its replacement instead.",
+            ),
+            other => ApiError::from_store(other, "key"),
+        })?;
     app.forget_key(&old_now);
     Ok((new, secret, old_now))
 }
@@ -449,6 +603,10 @@ impl Principal {
     pub fn require(&self, scope: &str) -> Result<(), ApiError> {
         let policy = root_scope_policy();
         let need = vec![scope.to_owned()];
-        if policy.missing(&self.root_key.scopes, &need).is_empty() { Ok(()) } else { Err(ApiError::insufficient_scope(need)) }
+        if policy.missing(&self.root_key.scopes, &need).is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::insufficient_scope(need))
+        }
     }
 }

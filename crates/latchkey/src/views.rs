@@ -9,7 +9,8 @@ use crate::error::ApiError;
 
 /// RFC 3339 UTC with millisecond precision.
 pub fn rfc3339(ms: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     let f = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     let ms_part = t.millisecond();
     match t.format(&f) {
@@ -33,7 +34,11 @@ pub struct OrgView {
 
 impl From<&Org> for OrgView {
     fn from(o: &Org) -> Self {
-        Self { id: o.id.clone(), name: o.name.clone(), created_at: rfc3339(o.created_at) }
+        Self {
+            id: o.id.clone(),
+            name: o.name.clone(),
+            created_at: rfc3339(o.created_at),
+        }
     }
 }
 
@@ -170,11 +175,16 @@ impl<'de> Deserialize<'de> for DurationInput {
             Int(i64),
             Text(String),
         }
-        match Raw::deserialize(d).map_err(|_| serde::de::Error::custom("expected integer seconds or a duration string like \"90s\""))? {
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected integer seconds or a duration string like \"90s\"")
+        })? {
             Raw::Int(n) => Ok(DurationInput(n)),
             Raw::Text(s) => crate::config::parse_duration(&s)
                 .map_err(serde::de::Error::custom)
-                .and_then(|d| i64::try_from(d.as_secs()).map_err(|_| serde::de::Error::custom("duration too long")))
+                .and_then(|d| {
+                    i64::try_from(d.as_secs())
+                        .map_err(|_| serde::de::Error::custom("duration too long"))
+                })
                 .map(DurationInput),
         }
     }
@@ -199,11 +209,14 @@ pub fn encode_cursor(created_at: i64, id: &str) -> String {
 pub fn decode_cursor(c: &str) -> Result<(i64, String), ApiError> {
     use base64::Engine;
     let bad = || ApiError::field("cursor", "Not a cursor this server returned.");
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .map_err(|_| bad())?;
     let text = String::from_utf8(raw).map_err(|_| bad())?;
     let (ts, id) = text.split_once('.').ok_or_else(bad)?;
     let ts: i64 = ts.parse().map_err(|_| bad())?;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
         return Err(bad());
     }
     Ok((ts, id.to_owned()))
@@ -217,8 +230,14 @@ mod tests {
     fn times_and_cursors() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_767_323_045_123), "2026-01-02T03:04:05.123Z");
-        assert_eq!(parse_rfc3339("2026-01-02T03:04:05.123Z"), Some(1_767_323_045_123));
-        assert_eq!(parse_rfc3339("2026-01-02T04:04:05+01:00"), Some(1_767_323_045_000));
+        assert_eq!(
+            parse_rfc3339("2026-01-02T03:04:05.123Z"),
+            Some(1_767_323_045_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2026-01-02T04:04:05+01:00"),
+            Some(1_767_323_045_000)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
         let c = encode_cursor(42, "key_abc");
         assert_eq!(decode_cursor(&c).unwrap(), (42, "key_abc".to_owned()));

@@ -26,8 +26,14 @@ pub struct JsonBody<T>(pub T);
 pub struct OptionalJson<T>(pub T);
 
 fn is_json(ct: &str) -> bool {
-    let essence = ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -39,26 +45,46 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let inner = e.into_inner();
             match inner.classify() {
                 serde_json::error::Category::Data => {
-                    let field = if path == "." { "(body)".to_owned() } else { path };
+                    let field = if path == "." {
+                        "(body)".to_owned()
+                    } else {
+                        path
+                    };
                     let message = inner.to_string();
                     // serde's message ends with " at line L column C"; keep the sentence.
-                    let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
+                    let message = message
+                        .split(" at line ")
+                        .next()
+                        .unwrap_or(&message)
+                        .to_owned();
                     Err(ApiError::validation(vec![FieldError { field, message }]))
                 }
-                _ => Err(ApiError::invalid_request(format!("The body is not valid JSON: {inner}."))),
+                _ => Err(ApiError::invalid_request(format!(
+                    "The body is not valid JSON: {inner}."
+                ))),
             }
         }
     }
 }
 
-async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(Option<String>, Bytes), ApiError> {
+async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<(Option<String>, Bytes), ApiError> {
     let ct = match req.headers().get(header::CONTENT_TYPE) {
         None => None,
-        Some(v) => Some(v.to_str().map_err(|_| ApiError::invalid_request("The Content-Type header is not readable."))?.to_owned()),
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError::invalid_request("The Content-Type header is not readable."))?
+                .to_owned(),
+        ),
     };
     let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
         if rej.status().as_u16() == 413 {
-            ApiError::new(Code::PayloadTooLarge, "The request body is larger than 1 MiB.")
+            ApiError::new(
+                Code::PayloadTooLarge,
+                "The request body is larger than 1 MiB.",
+            )
         } else {
             ApiError::invalid_request("The request body could not be read.")
         }
@@ -69,7 +95,10 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(Option<S
 fn require_json(ct: Option<&str>) -> Result<(), ApiError> {
     match ct {
         Some(ct) if is_json(ct) => Ok(()),
-        _ => Err(ApiError::new(Code::UnsupportedMediaType, "Send the body as JSON with Content-Type: application/json.")),
+        _ => Err(ApiError::new(
+            Code::UnsupportedMediaType,
+            "Send the body as JSON with Content-Type: application/json.",
+        )),
     }
 }
 
@@ -111,9 +140,15 @@ pub fn credential(parts: &Parts, cfg: &Credentials) -> Result<Option<(String, Pl
     let mut auth = parts.headers.get_all(header::AUTHORIZATION).iter();
     if let Some(v) = auth.next() {
         if auth.next().is_some() {
-            return Err(ApiError::invalid_request("The request has more than one Authorization header."));
+            return Err(ApiError::invalid_request(
+                "The request has more than one Authorization header.",
+            ));
         }
-        let v = v.to_str().map_err(|_| ApiError::invalid_request("The Authorization header contains characters that are not visible ASCII."))?;
+        let v = v.to_str().map_err(|_| {
+            ApiError::invalid_request(
+                "The Authorization header contains characters that are not visible ASCII.",
+            )
+        })?;
         let (scheme, value) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
         let value = value.trim();
         let place = if scheme.eq_ignore_ascii_case("bearer") && cfg.bearer {
@@ -121,14 +156,24 @@ pub fn credential(parts: &Parts, cfg: &Credentials) -> Result<Option<(String, Pl
         } else if scheme.eq_ignore_ascii_case("apikey") && cfg.apikey_scheme {
             Place::ApiKeyScheme
         } else {
-            let accepted: Vec<&str> = [(cfg.bearer, "Bearer"), (cfg.apikey_scheme, "ApiKey")].into_iter().filter(|(on, _)| *on).map(|(_, s)| s).collect();
+            let accepted: Vec<&str> = [(cfg.bearer, "Bearer"), (cfg.apikey_scheme, "ApiKey")]
+                .into_iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, s)| s)
+                .collect();
             return Err(ApiError::invalid_request(format!(
                 "The Authorization scheme is not supported here; use {}.",
-                if accepted.is_empty() { "another place for the credential".to_owned() } else { accepted.join(" or ") }
+                if accepted.is_empty() {
+                    "another place for the credential".to_owned()
+                } else {
+                    accepted.join(" or ")
+                }
             )));
         };
         if value.is_empty() || value.contains(char::is_whitespace) {
-            return Err(ApiError::invalid_request("The Authorization header must be `<scheme> <credential>` with one credential."));
+            return Err(ApiError::invalid_request(
+                "The Authorization header must be `<scheme> <credential>` with one credential.",
+            ));
         }
         found.push((value.to_owned(), place));
     }
@@ -136,12 +181,20 @@ pub fn credential(parts: &Parts, cfg: &Credentials) -> Result<Option<(String, Pl
         let mut values = parts.headers.get_all(name.as_str()).iter();
         if let Some(v) = values.next() {
             if values.next().is_some() {
-                return Err(ApiError::invalid_request(format!("The request has more than one `{name}` header.")));
+                return Err(ApiError::invalid_request(format!(
+                    "The request has more than one `{name}` header."
+                )));
             }
-            let v = v.to_str().map_err(|_| ApiError::invalid_request(format!("The `{name}` header contains characters that are not visible ASCII.")))?;
+            let v = v.to_str().map_err(|_| {
+                ApiError::invalid_request(format!(
+                    "The `{name}` header contains characters that are not visible ASCII."
+                ))
+            })?;
             let v = v.trim();
             if v.is_empty() {
-                return Err(ApiError::invalid_request(format!("The `{name}` header is empty.")));
+                return Err(ApiError::invalid_request(format!(
+                    "The `{name}` header is empty."
+                )));
             }
             found.push((v.to_owned(), Place::Header(name.clone())));
         }
@@ -152,16 +205,22 @@ pub fn credential(parts: &Parts, cfg: &Credentials) -> Result<Option<(String, Pl
         for (k, v) in form_urlencoded_pairs(q) {
             if k == cfg.query_param {
                 if v.is_empty() {
-                    return Err(ApiError::invalid_request(format!("The `{k}` query parameter is empty.")));
+                    return Err(ApiError::invalid_request(format!(
+                        "The `{k}` query parameter is empty."
+                    )));
                 }
                 found.push((v, Place::Query(k)));
             }
         }
     }
     let mut it = found.into_iter();
-    let Some(first) = it.next() else { return Ok(None) };
+    let Some(first) = it.next() else {
+        return Ok(None);
+    };
     if it.any(|(v, _)| v != first.0) {
-        return Err(ApiError::invalid_request("The request carries two different credentials; send exactly one."));
+        return Err(ApiError::invalid_request(
+            "The request carries two different credentials; send exactly one.",
+        ));
     }
     Ok(Some(first))
 }
@@ -184,7 +243,10 @@ fn percent_decode(s: &str) -> String {
         match b {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 if let Some(v) = hex {
                     out.push(v);
                     i += 2;
@@ -203,7 +265,10 @@ impl FromRequestParts<Arc<App>> for Principal {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
         let Some((cred, _)) = credential(parts, &app.config.credentials)? else {
-            return Err(ApiError::new(Code::MissingKey, "This endpoint needs a root key: `Authorization: Bearer lk_root_...`."));
+            return Err(ApiError::new(
+                Code::MissingKey,
+                "This endpoint needs a root key: `Authorization: Bearer lk_root_...`.",
+            ));
         };
         authenticate_root(app, &cred).await
     }
@@ -212,20 +277,26 @@ impl FromRequestParts<Arc<App>> for Principal {
 /// Checks a root key: shape first (no lookup), then the cached record.
 pub async fn authenticate_root(app: &App, cred: &str) -> Result<Principal, ApiError> {
     if !cred.starts_with(ROOT_PREFIX) {
-        let detail = if keyfmt::match_prefix(cred, app.config.key_kinds.iter().map(|k| k.prefix.as_str())).is_some() {
-            "This is an API key; the management API needs a root key (lk_root_...)."
-        } else {
-            "The management API needs a root key (lk_root_...)."
-        };
+        let detail =
+            if keyfmt::match_prefix(cred, app.config.key_kinds.iter().map(|k| k.prefix.as_str()))
+                .is_some()
+            {
+                "This is an API key; the management API needs a root key (lk_root_...)."
+            } else {
+                "The management API needs a root key (lk_root_...)."
+            };
         return Err(ApiError::new(Code::InvalidFormat, detail).presented());
     }
-    keyfmt::check(cred, ROOT_PREFIX).map_err(|e| ApiError::new(Code::InvalidFormat, e.describe()).presented())?;
+    keyfmt::check(cred, ROOT_PREFIX)
+        .map_err(|e| ApiError::new(Code::InvalidFormat, e.describe()).presented())?;
     let digest = keyfmt::digest(cred);
     let key = match app.root_cache.get(&digest) {
         Some(k) => k,
         None => {
             let Some(k) = app.store.root_key_by_digest(&digest).await? else {
-                return Err(ApiError::new(Code::InvalidKey, "This root key does not exist.").presented());
+                return Err(
+                    ApiError::new(Code::InvalidKey, "This root key does not exist.").presented(),
+                );
             };
             let k = Arc::new(k);
             app.root_cache.insert(digest, k.clone());
@@ -236,7 +307,14 @@ pub async fn authenticate_root(app: &App, cred: &str) -> Result<Principal, ApiEr
     if let Some(at) = key.revoked_at
         && at <= now
     {
-        return Err(ApiError::new(Code::KeyRevoked, format!("This root key was revoked on {}.", crate::views::rfc3339(at))).presented());
+        return Err(ApiError::new(
+            Code::KeyRevoked,
+            format!(
+                "This root key was revoked on {}.",
+                crate::views::rfc3339(at)
+            ),
+        )
+        .presented());
     }
     app.record_use(Use::Root(key.id.clone(), now));
     Ok(Principal { root_key: key })

@@ -40,9 +40,17 @@ fn api_router() -> OpenApiRouter<Arc<App>> {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "root_key",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("lk_root_...").build()),
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .bearer_format("lk_root_...")
+                .build(),
+        ),
     );
-    components.add_security_scheme("root_key_header", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
+    components.add_security_scheme(
+        "root_key_header",
+        SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+    );
     OpenApiRouter::with_openapi(doc).merge(v1::router())
 }
 
@@ -57,8 +65,15 @@ pub fn router(app: Arc<App>) -> Router {
             tracing::error!("handler panicked");
             ApiError::internal().into_response_parts()
         }))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), problem::finish))
-        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE, header::PROXY_AUTHORIZATION]))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            problem::finish,
+        ))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::PROXY_AUTHORIZATION,
+        ]))
         .with_state(app)
 }
 
@@ -74,7 +89,10 @@ pub async fn serve(
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

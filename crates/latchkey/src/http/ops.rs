@@ -20,7 +20,10 @@ pub fn router(doc: Arc<utoipa::openapi::OpenApi>) -> Router<Arc<App>> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(doc.as_ref().clone()) }),
+        )
         .route("/errors/{slug}", get(error_page))
         .route("/errors", get(error_index))
         .route("/", get(home))
@@ -31,7 +34,9 @@ pub fn metrics_handle() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+            let buckets = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .ok()?
@@ -52,15 +57,28 @@ async fn readyz(State(app): State<Arc<App>>) -> Result<&'static str, ApiError> {
         Ok(Ok(())) => Ok("ready\n"),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::new(Code::Unavailable, "The database is unreachable."))
+            Err(ApiError::new(
+                Code::Unavailable,
+                "The database is unreachable.",
+            ))
         }
-        Err(_) => Err(ApiError::new(Code::Unavailable, "The database did not answer within 2 seconds.")),
+        Err(_) => Err(ApiError::new(
+            Code::Unavailable,
+            "The database did not answer within 2 seconds.",
+        )),
     }
 }
 
 async fn metrics_text() -> Response {
     let body = metrics_handle().map(|h| h.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn page(title: &str, body: &str) -> Html<String> {
@@ -72,7 +90,10 @@ code{{background:#f2f2f2;padding:.1em .3em;border-radius:3px}}a{{color:#0a58ca}}
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Renders `backticks` as `<code>` after escaping.
@@ -106,9 +127,17 @@ async fn error_page(Path(slug): Path<String>) -> Result<Html<String>, ApiError> 
 }
 
 async fn error_index() -> Html<String> {
-    let mut body = String::from("<h1>Error codes</h1><p>Every refusal is <code>application/problem+json</code> with one of these codes.</p><ul>");
+    let mut body = String::from(
+        "<h1>Error codes</h1><p>Every refusal is <code>application/problem+json</code> with one of these codes.</p><ul>",
+    );
     for c in Code::ALL.into_iter().filter(|c| *c != Code::Valid) {
-        body.push_str(&format!("<li><a href=\"/errors/{}\"><code>{}</code></a> ({}) — {}</li>", c.slug(), c.as_str(), c.status(), prose(c.explanation().0)));
+        body.push_str(&format!(
+            "<li><a href=\"/errors/{}\"><code>{}</code></a> ({}) — {}</li>",
+            c.slug(),
+            c.as_str(),
+            c.status(),
+            prose(c.explanation().0)
+        ));
     }
     body.push_str("</ul>");
     page("Error codes", &body)

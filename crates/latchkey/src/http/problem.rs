@@ -50,7 +50,8 @@ pub struct Problem {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut res = status.into_response();
         res.extensions_mut().insert(self);
         res
@@ -59,7 +60,9 @@ impl IntoResponse for ApiError {
 
 /// Makes an RFC 6750 quoted-string safe: no quotes, backslashes or controls.
 fn quotable(s: &str) -> String {
-    s.chars().filter(|c| *c != '"' && *c != '\\' && !c.is_control()).collect()
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
 }
 
 fn challenge(e: &ApiError) -> Option<String> {
@@ -121,14 +124,27 @@ async fn from_framework(res: Response) -> (ApiError, HeaderMap) {
     let text = text.trim();
     let (code, fallback) = match status.as_u16() {
         404 => (Code::NotFound, "No such route."),
-        405 => (Code::MethodNotAllowed, "This path does not accept this method; see the Allow header."),
-        413 => (Code::PayloadTooLarge, "The request body is larger than 1 MiB."),
-        415 => (Code::UnsupportedMediaType, "Send JSON with Content-Type: application/json."),
+        405 => (
+            Code::MethodNotAllowed,
+            "This path does not accept this method; see the Allow header.",
+        ),
+        413 => (
+            Code::PayloadTooLarge,
+            "The request body is larger than 1 MiB.",
+        ),
+        415 => (
+            Code::UnsupportedMediaType,
+            "Send JSON with Content-Type: application/json.",
+        ),
         422 => (Code::ValidationFailed, "The request has invalid values."),
         s if s >= 500 => (Code::Internal, "The server failed to handle the request."),
         _ => (Code::InvalidRequest, "The request is malformed."),
     };
-    let detail = if code == Code::Internal || text.is_empty() || text.len() > 500 { fallback.to_owned() } else { text.to_owned() };
+    let detail = if code == Code::Internal || text.is_empty() || text.len() > 500 {
+        fallback.to_owned()
+    } else {
+        text.to_owned()
+    };
     (ApiError::new(code, detail), parts.headers)
 }
 
@@ -139,7 +155,10 @@ pub async fn finish(State(app): State<Arc<App>>, mut req: Request, next: Next) -
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned());
     let span = tracing::info_span!("request", request_id = %request_id);
     let mut res = next.run(req).instrument(span).await;
     let mut code = None;
@@ -159,7 +178,8 @@ pub async fn finish(State(app): State<Arc<App>>, mut req: Request, next: Next) -
     let elapsed = started.elapsed();
     let route_label = route.unwrap_or_else(|| "unmatched".to_owned());
     metrics::counter!("latchkey_http_requests_total", "route" => route_label.clone(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
-    metrics::histogram!("latchkey_http_request_duration_seconds", "route" => route_label).record(elapsed.as_secs_f64());
+    metrics::histogram!("latchkey_http_request_duration_seconds", "route" => route_label)
+        .record(elapsed.as_secs_f64());
     let code = code.map_or("", Code::as_str);
     if status >= 500 {
         tracing::error!(request_id = %request_id, %method, path = %path, status, code, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
@@ -170,5 +190,6 @@ pub async fn finish(State(app): State<Arc<App>>, mut req: Request, next: Next) -
 }
 
 fn is_problem(h: &HeaderMap) -> bool {
-    h.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
+    h.get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
 }

@@ -18,7 +18,9 @@ use super::problem::Problem;
 use crate::app::App;
 use crate::decision;
 use crate::error::{ApiError, FieldError};
-use crate::service::{self, CreateKey, CreateOrg, CreateRootKey, PatchKey, Principal, RevokeKey, RotateKey};
+use crate::service::{
+    self, CreateKey, CreateOrg, CreateRootKey, PatchKey, Principal, RevokeKey, RotateKey,
+};
 use crate::views::{KeyView, ListPage, NewKeyView, NewRootKeyView, OrgView, RootKeyView, rfc3339};
 
 type AppState = State<Arc<App>>;
@@ -38,7 +40,11 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
 }
 
 fn known(id: &str, prefix: &str, what: &str) -> Result<(), ApiError> {
-    if is_id(id, prefix) { Ok(()) } else { Err(ApiError::not_found(what)) }
+    if is_id(id, prefix) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(what))
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -64,7 +70,11 @@ pub struct KeyListParams {
 /// Create an organization.
 #[utoipa::path(post, path = "/v1/orgs", tag = "orgs", request_body = CreateOrg, security(("root_key" = [])),
     responses((status = 201, body = OrgView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn create_org(State(app): AppState, p: Principal, JsonBody(req): JsonBody<CreateOrg>) -> Result<impl IntoResponse, ApiError> {
+async fn create_org(
+    State(app): AppState,
+    p: Principal,
+    JsonBody(req): JsonBody<CreateOrg>,
+) -> Result<impl IntoResponse, ApiError> {
     p.require("orgs.create")?;
     let org = service::create_org(&app, req).await?;
     Ok((StatusCode::CREATED, Json(OrgView::from(&org))))
@@ -73,21 +83,39 @@ async fn create_org(State(app): AppState, p: Principal, JsonBody(req): JsonBody<
 /// List organizations, newest first.
 #[utoipa::path(get, path = "/v1/orgs", tag = "orgs", params(ListParams), security(("root_key" = [])),
     responses((status = 200, body = ListPage<OrgView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn list_orgs(State(app): AppState, p: Principal, Query(q): Query<ListParams>) -> Result<Json<ListPage<OrgView>>, ApiError> {
+async fn list_orgs(
+    State(app): AppState,
+    p: Principal,
+    Query(q): Query<ListParams>,
+) -> Result<Json<ListPage<OrgView>>, ApiError> {
     p.require("orgs.read")?;
     let limit = service::page_limit(q.limit)?;
-    let mut rows = app.store.list_orgs(&service::page(q.limit, q.cursor.as_deref())?).await?;
+    let mut rows = app
+        .store
+        .list_orgs(&service::page(q.limit, q.cursor.as_deref())?)
+        .await?;
     let next_cursor = service::next_cursor(&mut rows, limit, |o| (o.created_at, o.id.as_str()));
-    Ok(Json(ListPage { data: rows.iter().map(OrgView::from).collect(), next_cursor }))
+    Ok(Json(ListPage {
+        data: rows.iter().map(OrgView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Get an organization.
 #[utoipa::path(get, path = "/v1/orgs/{org_id}", tag = "orgs", params(("org_id" = String, Path)), security(("root_key" = [])),
     responses((status = 200, body = OrgView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn get_org(State(app): AppState, p: Principal, Path(org_id): Path<String>) -> Result<Json<OrgView>, ApiError> {
+async fn get_org(
+    State(app): AppState,
+    p: Principal,
+    Path(org_id): Path<String>,
+) -> Result<Json<OrgView>, ApiError> {
     p.require("orgs.read")?;
     known(&org_id, "org_", "organization")?;
-    let org = app.store.get_org(&org_id).await.map_err(|e| ApiError::from_store(e, "organization"))?;
+    let org = app
+        .store
+        .get_org(&org_id)
+        .await
+        .map_err(|e| ApiError::from_store(e, "organization"))?;
     Ok(Json(OrgView::from(&org)))
 }
 
@@ -95,11 +123,23 @@ async fn get_org(State(app): AppState, p: Principal, Path(org_id): Path<String>)
 #[utoipa::path(post, path = "/v1/orgs/{org_id}/keys", tag = "keys", params(("org_id" = String, Path)), request_body = CreateKey,
     security(("root_key" = [])),
     responses((status = 201, body = NewKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn create_key(State(app): AppState, p: Principal, Path(org_id): Path<String>, JsonBody(req): JsonBody<CreateKey>) -> Result<impl IntoResponse, ApiError> {
+async fn create_key(
+    State(app): AppState,
+    p: Principal,
+    Path(org_id): Path<String>,
+    JsonBody(req): JsonBody<CreateKey>,
+) -> Result<impl IntoResponse, ApiError> {
     p.require("keys.create")?;
     known(&org_id, "org_", "organization")?;
     let (key, secret) = service::create_key(&app, &org_id, req).await?;
-    Ok((StatusCode::CREATED, no_store(), Json(NewKeyView { key: secret, record: KeyView::new(&key, app.now_ms()) })))
+    Ok((
+        StatusCode::CREATED,
+        no_store(),
+        Json(NewKeyView {
+            key: secret,
+            record: KeyView::new(&key, app.now_ms()),
+        }),
+    ))
 }
 
 fn no_store() -> [(axum::http::HeaderName, &'static str); 1] {
@@ -110,19 +150,39 @@ fn no_store() -> [(axum::http::HeaderName, &'static str); 1] {
 #[utoipa::path(get, path = "/v1/orgs/{org_id}/keys", tag = "keys", params(("org_id" = String, Path), KeyListParams),
     security(("root_key" = [])),
     responses((status = 200, body = ListPage<KeyView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn list_keys(State(app): AppState, p: Principal, Path(org_id): Path<String>, Query(q): Query<KeyListParams>) -> Result<Json<ListPage<KeyView>>, ApiError> {
+async fn list_keys(
+    State(app): AppState,
+    p: Principal,
+    Path(org_id): Path<String>,
+    Query(q): Query<KeyListParams>,
+) -> Result<Json<ListPage<KeyView>>, ApiError> {
     p.require("keys.read")?;
     known(&org_id, "org_", "organization")?;
-    let (rows, next_cursor) =
-        service::list_keys(&app, &org_id, service::KeyListQuery { external_id: q.external_id, limit: q.limit, cursor: q.cursor }).await?;
+    let (rows, next_cursor) = service::list_keys(
+        &app,
+        &org_id,
+        service::KeyListQuery {
+            external_id: q.external_id,
+            limit: q.limit,
+            cursor: q.cursor,
+        },
+    )
+    .await?;
     let now = app.now_ms();
-    Ok(Json(ListPage { data: rows.iter().map(|k| KeyView::new(k, now)).collect(), next_cursor }))
+    Ok(Json(ListPage {
+        data: rows.iter().map(|k| KeyView::new(k, now)).collect(),
+        next_cursor,
+    }))
 }
 
 /// Get a key (never its secret).
 #[utoipa::path(get, path = "/v1/keys/{key_id}", tag = "keys", params(("key_id" = String, Path)), security(("root_key" = [])),
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn get_key(State(app): AppState, p: Principal, Path(key_id): Path<String>) -> Result<Json<KeyView>, ApiError> {
+async fn get_key(
+    State(app): AppState,
+    p: Principal,
+    Path(key_id): Path<String>,
+) -> Result<Json<KeyView>, ApiError> {
     p.require("keys.read")?;
     known(&key_id, "key_", "key")?;
     let key = service::get_key(&app, &key_id).await?;
@@ -133,7 +193,12 @@ async fn get_key(State(app): AppState, p: Principal, Path(key_id): Path<String>)
 #[utoipa::path(patch, path = "/v1/keys/{key_id}", tag = "keys", params(("key_id" = String, Path)), request_body = PatchKey,
     security(("root_key" = [])),
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn patch_key(State(app): AppState, p: Principal, Path(key_id): Path<String>, JsonBody(req): JsonBody<PatchKey>) -> Result<Json<KeyView>, ApiError> {
+async fn patch_key(
+    State(app): AppState,
+    p: Principal,
+    Path(key_id): Path<String>,
+    JsonBody(req): JsonBody<PatchKey>,
+) -> Result<Json<KeyView>, ApiError> {
     p.require("keys.update")?;
     known(&key_id, "key_", "key")?;
     let key = service::patch_key(&app, &key_id, req).await?;
@@ -143,7 +208,11 @@ async fn patch_key(State(app): AppState, p: Principal, Path(key_id): Path<String
 /// Delete a key: it stops working at once and is gone from lists.
 #[utoipa::path(delete, path = "/v1/keys/{key_id}", tag = "keys", params(("key_id" = String, Path)), security(("root_key" = [])),
     responses((status = 204), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn delete_key(State(app): AppState, p: Principal, Path(key_id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_key(
+    State(app): AppState,
+    p: Principal,
+    Path(key_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     p.require("keys.delete")?;
     known(&key_id, "key_", "key")?;
     service::delete_key(&app, &key_id).await?;
@@ -154,7 +223,12 @@ async fn delete_key(State(app): AppState, p: Principal, Path(key_id): Path<Strin
 #[utoipa::path(post, path = "/v1/keys/{key_id}/revoke", tag = "keys", params(("key_id" = String, Path)), request_body(content = RevokeKey, description = "Optional"),
     security(("root_key" = [])),
     responses((status = 200, body = KeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn revoke_key(State(app): AppState, p: Principal, Path(key_id): Path<String>, OptionalJson(req): OptionalJson<RevokeKey>) -> Result<Json<KeyView>, ApiError> {
+async fn revoke_key(
+    State(app): AppState,
+    p: Principal,
+    Path(key_id): Path<String>,
+    OptionalJson(req): OptionalJson<RevokeKey>,
+) -> Result<Json<KeyView>, ApiError> {
     p.require("keys.revoke")?;
     known(&key_id, "key_", "key")?;
     let key = service::revoke_key(&app, &key_id, req).await?;
@@ -165,38 +239,75 @@ async fn revoke_key(State(app): AppState, p: Principal, Path(key_id): Path<Strin
 #[utoipa::path(post, path = "/v1/keys/{key_id}/rotate", tag = "keys", params(("key_id" = String, Path)), request_body(content = RotateKey, description = "Optional"),
     security(("root_key" = [])),
     responses((status = 201, body = NewKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn rotate_key(State(app): AppState, p: Principal, Path(key_id): Path<String>, OptionalJson(req): OptionalJson<RotateKey>) -> Result<impl IntoResponse, ApiError> {
+async fn rotate_key(
+    State(app): AppState,
+    p: Principal,
+    Path(key_id): Path<String>,
+    OptionalJson(req): OptionalJson<RotateKey>,
+) -> Result<impl IntoResponse, ApiError> {
     p.require("keys.rotate")?;
     known(&key_id, "key_", "key")?;
     let (new, secret, _old) = service::rotate_key(&app, &key_id, req).await?;
-    Ok((StatusCode::CREATED, no_store(), Json(NewKeyView { key: secret, record: KeyView::new(&new, app.now_ms()) })))
+    Ok((
+        StatusCode::CREATED,
+        no_store(),
+        Json(NewKeyView {
+            key: secret,
+            record: KeyView::new(&new, app.now_ms()),
+        }),
+    ))
 }
 
 /// Create a root key (needs `*` or `root_keys.create`). The key is in the answer this once.
 #[utoipa::path(post, path = "/v1/root-keys", tag = "root-keys", request_body = CreateRootKey, security(("root_key" = [])),
     responses((status = 201, body = NewRootKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn create_root_key(State(app): AppState, p: Principal, JsonBody(req): JsonBody<CreateRootKey>) -> Result<impl IntoResponse, ApiError> {
+async fn create_root_key(
+    State(app): AppState,
+    p: Principal,
+    JsonBody(req): JsonBody<CreateRootKey>,
+) -> Result<impl IntoResponse, ApiError> {
     p.require("root_keys.create")?;
     let (key, secret) = service::create_root_key(&app, req).await?;
-    Ok((StatusCode::CREATED, no_store(), Json(NewRootKeyView { key: secret, record: RootKeyView::from(&key) })))
+    Ok((
+        StatusCode::CREATED,
+        no_store(),
+        Json(NewRootKeyView {
+            key: secret,
+            record: RootKeyView::from(&key),
+        }),
+    ))
 }
 
 /// List root keys, newest first.
 #[utoipa::path(get, path = "/v1/root-keys", tag = "root-keys", params(ListParams), security(("root_key" = [])),
     responses((status = 200, body = ListPage<RootKeyView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn list_root_keys(State(app): AppState, p: Principal, Query(q): Query<ListParams>) -> Result<Json<ListPage<RootKeyView>>, ApiError> {
+async fn list_root_keys(
+    State(app): AppState,
+    p: Principal,
+    Query(q): Query<ListParams>,
+) -> Result<Json<ListPage<RootKeyView>>, ApiError> {
     p.require("root_keys.read")?;
     let limit = service::page_limit(q.limit)?;
-    let mut rows = app.store.list_root_keys(&service::page(q.limit, q.cursor.as_deref())?).await?;
+    let mut rows = app
+        .store
+        .list_root_keys(&service::page(q.limit, q.cursor.as_deref())?)
+        .await?;
     let next_cursor = service::next_cursor(&mut rows, limit, |k| (k.created_at, k.id.as_str()));
-    Ok(Json(ListPage { data: rows.iter().map(RootKeyView::from).collect(), next_cursor }))
+    Ok(Json(ListPage {
+        data: rows.iter().map(RootKeyView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Revoke a root key. Revoking twice is not an error.
 #[utoipa::path(post, path = "/v1/root-keys/{root_key_id}/revoke", tag = "root-keys", params(("root_key_id" = String, Path)),
     security(("root_key" = [])),
     responses((status = 200, body = RootKeyView), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn revoke_root_key(State(app): AppState, p: Principal, Path(id): Path<String>) -> Result<Json<RootKeyView>, ApiError> {
+async fn revoke_root_key(
+    State(app): AppState,
+    p: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<RootKeyView>, ApiError> {
     p.require("root_keys.revoke")?;
     known(&id, "rtk_", "root key")?;
     let key = service::revoke_root_key(&app, &id).await?;
@@ -256,34 +367,56 @@ pub struct VerifyAnswer {
 /// Verify a credential for some scopes (needs a root key with `verify`).
 #[utoipa::path(post, path = "/v1/verify", tag = "verify", request_body = VerifyRequest, security(("root_key" = [])),
     responses((status = 200, body = VerifyAnswer), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn verify(State(app): AppState, p: Principal, JsonBody(req): JsonBody<VerifyRequest>) -> Result<Json<VerifyAnswer>, ApiError> {
+async fn verify(
+    State(app): AppState,
+    p: Principal,
+    JsonBody(req): JsonBody<VerifyRequest>,
+) -> Result<Json<VerifyAnswer>, ApiError> {
     p.require("verify")?;
     let mut errors = Vec::new();
     if req.credential.len() > 4096 {
-        errors.push(FieldError { field: "credential".into(), message: "At most 4096 bytes.".into() });
+        errors.push(FieldError {
+            field: "credential".into(),
+            message: "At most 4096 bytes.".into(),
+        });
     }
     if req.required_scopes.len() > latchkey_core::scope::MAX_SCOPES {
-        errors.push(FieldError { field: "required_scopes".into(), message: format!("At most {} scopes.", latchkey_core::scope::MAX_SCOPES) });
+        errors.push(FieldError {
+            field: "required_scopes".into(),
+            message: format!("At most {} scopes.", latchkey_core::scope::MAX_SCOPES),
+        });
     }
     for (i, s) in req.required_scopes.iter().enumerate() {
         if !latchkey_core::scope::is_scope_token(s) {
-            errors.push(FieldError { field: format!("required_scopes[{i}]"), message: "Not a valid scope.".into() });
+            errors.push(FieldError {
+                field: format!("required_scopes[{i}]"),
+                message: "Not a valid scope.".into(),
+            });
         }
     }
     if let Some(ip) = &req.ip
         && ip.parse::<std::net::IpAddr>().is_err()
     {
-        errors.push(FieldError { field: "ip".into(), message: "Not an IP address.".into() });
+        errors.push(FieldError {
+            field: "ip".into(),
+            message: "Not an IP address.".into(),
+        });
     }
     if let Some(e) = &req.environment
         && (e.is_empty() || e.len() > 64)
     {
-        errors.push(FieldError { field: "environment".into(), message: "Must be 1 to 64 bytes.".into() });
+        errors.push(FieldError {
+            field: "environment".into(),
+            message: "Must be 1 to 64 bytes.".into(),
+        });
     }
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    let env = req.environment.as_deref().unwrap_or(&app.config.environment);
+    let env = req
+        .environment
+        .as_deref()
+        .unwrap_or(&app.config.environment);
     let res = decision::decide(&app, req.credential.trim(), &req.required_scopes, env).await;
     VerifyAnswer::from_decision(res).map(Json)
 }

@@ -48,12 +48,19 @@ impl Resp {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
     }
     /// Asserts a problem+json refusal with this status and code.
     pub fn problem(&self, status: u16, code: &str) -> Value {
         assert_eq!(self.status, status, "{}", self.text);
-        assert_eq!(self.header("content-type").as_deref(), Some("application/problem+json"), "{}", self.text);
+        assert_eq!(
+            self.header("content-type").as_deref(),
+            Some("application/problem+json"),
+            "{}",
+            self.text
+        );
         let v = self.json();
         assert_eq!(v["code"], code, "{}", self.text);
         assert_eq!(v["status"], status);
@@ -84,7 +91,11 @@ impl TestServer {
     }
 
     /// Starts a server whose config file is the test defaults plus `extra_toml`.
-    pub async fn start_with(backend: Backend, extra_toml: &str, env: &[(&str, &str)]) -> Option<TestServer> {
+    pub async fn start_with(
+        backend: Backend,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Option<TestServer> {
         let dir = tempfile::tempdir().unwrap();
         let database_url = database_for(backend, dir.path()).await?;
         let config_path = dir.path().join("latchkey.toml");
@@ -93,7 +104,10 @@ impl TestServer {
             dir.path().join("data").display()
         );
         std::fs::write(&config_path, toml).unwrap();
-        let mut env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         if backend == Backend::Postgres {
             env.push(("LATCHKEY_MASTER_KEY".into(), MASTER_KEY.into()));
         }
@@ -103,15 +117,30 @@ impl TestServer {
             root_key: String::new(),
             database_url,
             config_path,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
             child: Command::new("true").spawn().unwrap(),
             log_path,
             secrets: Mutex::new(Vec::new()),
             env,
             dir,
         };
-        let out = srv.cli(&["--json", "root-keys", "create", "--name", "test", "--scopes", "*"]);
-        assert!(out.status.success(), "root-keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = srv.cli(&[
+            "--json",
+            "root-keys",
+            "create",
+            "--name",
+            "test",
+            "--scopes",
+            "*",
+        ]);
+        assert!(
+            out.status.success(),
+            "root-keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         srv.root_key = v["key"].as_str().unwrap().to_owned();
         srv.remember(&srv.root_key.clone());
@@ -133,13 +162,21 @@ impl TestServer {
 
     /// Runs a CLI command against this server's config and database.
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.command().args(args).stdin(Stdio::null()).output().unwrap()
+        self.command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
     }
 
     /// Starts `latchkey serve`, logging at debug level into the log file,
     /// and waits for its "listening on" line.
     fn spawn_serve(&self) -> (Child, String) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log_path).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
         let mut child = self
             .command()
             .arg("serve")
@@ -162,9 +199,14 @@ impl TestServer {
                 }
             }
         });
-        let url = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            panic!("server did not start: {}", std::fs::read_to_string(&self.log_path).unwrap_or_default())
-        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "server did not start: {}",
+                    std::fs::read_to_string(&self.log_path).unwrap_or_default()
+                )
+            });
         (child, url)
     }
 
@@ -206,7 +248,11 @@ impl TestServer {
 
     fn check_no_secret_in(&self, text: &str, what: &str) {
         for s in self.secrets.lock().unwrap().iter() {
-            assert!(!text.contains(s.as_str()), "a secret ({}...) appears in {what}", &s[..12]);
+            assert!(
+                !text.contains(s.as_str()),
+                "a secret ({}...) appears in {what}",
+                &s[..12]
+            );
         }
     }
 
@@ -216,7 +262,11 @@ impl TestServer {
         let headers = res.headers().clone();
         let text = res.text().await.unwrap();
         self.check_no_secret_in(&text, "a response");
-        let resp = Resp { status, headers, text };
+        let resp = Resp {
+            status,
+            headers,
+            text,
+        };
         // Creation and rotation answers carry the new secret once: learn it.
         if (200..300).contains(&status)
             && let Ok(v) = serde_json::from_str::<Value>(&resp.text)
@@ -232,16 +282,30 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> Resp {
-        self.send(self.http.get(self.at(path)).bearer_auth(&self.root_key)).await
+        self.send(self.http.get(self.at(path)).bearer_auth(&self.root_key))
+            .await
     }
     pub async fn delete(&self, path: &str) -> Resp {
-        self.send(self.http.delete(self.at(path)).bearer_auth(&self.root_key)).await
+        self.send(self.http.delete(self.at(path)).bearer_auth(&self.root_key))
+            .await
     }
     pub async fn post(&self, path: &str, body: Value) -> Resp {
-        self.send(self.http.post(self.at(path)).bearer_auth(&self.root_key).json(&body)).await
+        self.send(
+            self.http
+                .post(self.at(path))
+                .bearer_auth(&self.root_key)
+                .json(&body),
+        )
+        .await
     }
     pub async fn patch(&self, path: &str, body: Value) -> Resp {
-        self.send(self.http.patch(self.at(path)).bearer_auth(&self.root_key).json(&body)).await
+        self.send(
+            self.http
+                .patch(self.at(path))
+                .bearer_auth(&self.root_key)
+                .json(&body),
+        )
+        .await
     }
 
     pub async fn org(&self) -> String {
@@ -255,7 +319,10 @@ impl TestServer {
         let r = self.post(&format!("/v1/orgs/{org}/keys"), body).await;
         assert_eq!(r.status, 201, "{}", r.text);
         let v = r.json();
-        (v["id"].as_str().unwrap().to_owned(), v["key"].as_str().unwrap().to_owned())
+        (
+            v["id"].as_str().unwrap().to_owned(),
+            v["key"].as_str().unwrap().to_owned(),
+        )
     }
 
     /// Verifies `credential` and answers the verify body (asserting 200).
@@ -268,7 +335,10 @@ impl TestServer {
 
 #[cfg(unix)]
 fn unsafe_free_sigterm(pid: u32) {
-    let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status();
 }
 
 impl Drop for TestServer {
@@ -281,17 +351,29 @@ impl Drop for TestServer {
             // Drop the test database from a thread of its own: this may run inside a runtime.
             let url = self.database_url.clone();
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(latchkey_store::testing::drop_postgres_test_database(&url));
             })
             .join();
         }
         let log = self.log();
-        assert!(log.contains("latchkey listening"), "the server log is empty or incomplete: {log}");
+        assert!(
+            log.contains("latchkey listening"),
+            "the server log is empty or incomplete: {log}"
+        );
         self.check_no_secret_in(&log, "the server log");
-        assert!(!log.contains(MASTER_KEY), "the master key appears in the server log");
+        assert!(
+            !log.contains(MASTER_KEY),
+            "the master key appears in the server log"
+        );
         if let Ok(mk) = std::fs::read_to_string(self.dir.path().join("data/master.key")) {
-            assert!(!log.contains(mk.trim()), "the master key appears in the server log");
+            assert!(
+                !log.contains(mk.trim()),
+                "the master key appears in the server log"
+            );
         }
     }
 }
@@ -305,15 +387,29 @@ macro_rules! both {
     };
     ($name:ident, $toml:expr) => {
         mod $name {
+            #[allow(unused_imports)]
+            use super::*;
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                if let Some(s) = $crate::common::TestServer::start_with($crate::common::Backend::Sqlite, $toml, &[]).await {
+                if let Some(s) = $crate::common::TestServer::start_with(
+                    $crate::common::Backend::Sqlite,
+                    $toml,
+                    &[],
+                )
+                .await
+                {
                     super::$name(s).await
                 }
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                if let Some(s) = $crate::common::TestServer::start_with($crate::common::Backend::Postgres, $toml, &[]).await {
+                if let Some(s) = $crate::common::TestServer::start_with(
+                    $crate::common::Backend::Postgres,
+                    $toml,
+                    &[],
+                )
+                .await
+                {
                     super::$name(s).await
                 }
             }
