@@ -355,11 +355,27 @@ fn describe_figment_error(fig: &Figment, e: figment::Error) -> ConfigError {
             .unwrap_or_else(|| "the config".to_owned());
         let kind = match &err.kind {
             figment::error::Kind::UnknownField(field, _) => format!("unknown setting `{field}`"),
-            other => other.to_string(),
+            other => one_line(&other.to_string()),
         };
         parts.push(format!("config error: `{setting}` in {origin}: {kind}"));
     }
     ConfigError(parts.join("; "))
+}
+
+/// Folds a multi-line message (e.g. a TOML parse error with its source
+/// excerpt) into its first and last lines.
+fn one_line(msg: &str) -> String {
+    let is_excerpt = |l: &str| {
+        l.starts_with(['|', '^'])
+            || l.split_once('|')
+                .is_some_and(|(n, _)| n.trim().chars().all(|c| c.is_ascii_digit()))
+    };
+    let kept: Vec<&str> = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !is_excerpt(l))
+        .collect();
+    kept.join(": ")
 }
 
 /// Whole-config checks that serde cannot express. Answers the setting's
