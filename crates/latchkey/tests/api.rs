@@ -1,7 +1,12 @@
 //! The HTTP API end to end, on SQLite and PostgreSQL: every test runs the
 //! real binary on a real port (see common/mod.rs).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
