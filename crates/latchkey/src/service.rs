@@ -47,12 +47,14 @@ pub const ROOT_SCOPES: &[&str] = &[
     "leaks.report",
 ];
 
-pub fn root_scope_policy() -> latchkey_core::scope::ScopePolicy {
-    let catalog = ROOT_SCOPES
-        .iter()
-        .map(|s| ((*s).to_owned(), String::new()))
-        .collect();
-    latchkey_core::scope::ScopePolicy::new('.', catalog, Default::default())
+/// The scope rules of root keys: [`ROOT_SCOPES`] as the catalog.
+pub fn root_scope_policy() -> &'static latchkey_core::scope::ScopePolicy {
+    static POLICY: std::sync::LazyLock<latchkey_core::scope::ScopePolicy> =
+        std::sync::LazyLock::new(|| {
+            let catalog = ROOT_SCOPES.iter().map(|s| ((*s).to_owned(), String::new())).collect();
+            latchkey_core::scope::ScopePolicy::new('.', catalog, Default::default())
+        });
+    &POLICY
 }
 
 fn check_name(field: &str, v: &str, errors: &mut Vec<FieldError>) {
@@ -126,7 +128,7 @@ pub async fn create_root_key(app: &App, req: CreateRootKey) -> Result<(RootKey, 
             message: "Grant at least one scope.".into(),
         });
     }
-    check_scopes(&root_scope_policy(), &req.scopes, false, &mut errors);
+    check_scopes(root_scope_policy(), &req.scopes, false, &mut errors);
     done(errors)?;
     let secret = keyfmt::generate(ROOT_PREFIX);
     let key = RootKey {
@@ -602,11 +604,10 @@ impl Principal {
     /// 403 unless the root key holds `scope`.
     pub fn require(&self, scope: &str) -> Result<(), ApiError> {
         let policy = root_scope_policy();
-        let need = vec![scope.to_owned()];
-        if policy.missing(&self.root_key.scopes, &need).is_empty() {
+        if self.root_key.scopes.iter().any(|g| policy.grant_matches(g, scope)) {
             Ok(())
         } else {
-            Err(ApiError::insufficient_scope(need))
+            Err(ApiError::insufficient_scope(vec![scope.to_owned()]))
         }
     }
 }

@@ -159,7 +159,7 @@ pub async fn finish(State(app): State<Arc<App>>, mut req: Request, next: Next) -
         .extensions()
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned());
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = tracing::debug_span!("request", request_id = %request_id);
     let mut res = next.run(req).instrument(span).await;
     let mut code = None;
     if let Some(e) = res.extensions_mut().remove::<ApiError>() {
@@ -184,7 +184,7 @@ pub async fn finish(State(app): State<Arc<App>>, mut req: Request, next: Next) -
     if status >= 500 {
         tracing::error!(request_id = %request_id, %method, path = %path, status, code, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
     } else {
-        tracing::info!(request_id = %request_id, %method, path = %path, status, code, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
+        tracing::debug!(request_id = %request_id, %method, path = %path, status, code, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
     }
     res
 }
