@@ -214,7 +214,10 @@ impl Code {
                 "The key may only be used from the addresses in its IP allowlist.",
                 "Call from an allowed address or change the key's allowlist.",
             ),
-            Code::NotFound => ("No such resource or route.", "Check the identifier and the path."),
+            Code::NotFound => (
+                "No such resource or route.",
+                "Check the identifier and the path.",
+            ),
             Code::MethodNotAllowed => (
                 "The path exists but does not accept this method.",
                 "Use one of the methods in the `Allow` header.",
@@ -223,7 +226,10 @@ impl Code {
                 "The request conflicts with the resource's current state.",
                 "Read the resource again and retry with its current state.",
             ),
-            Code::PayloadTooLarge => ("The request body is larger than 1 MiB.", "Send a smaller body."),
+            Code::PayloadTooLarge => (
+                "The request body is larger than 1 MiB.",
+                "Send a smaller body.",
+            ),
             Code::UnsupportedMediaType => (
                 "The request body is not of a supported content type.",
                 "Send JSON with `Content-Type: application/json`.",

@@ -17,8 +17,9 @@ pub fn new_id(prefix: &str) -> String {
 /// Whether `s` has the shape of an id with this prefix (cheap check done
 /// before any lookup).
 pub fn is_id(s: &str, prefix: &str) -> bool {
-    s.strip_prefix(prefix)
-        .is_some_and(|rest| rest.len() == ID_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+    s.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == ID_RANDOM_LEN && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 #[cfg(test)]

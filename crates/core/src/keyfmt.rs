@@ -79,7 +79,9 @@ where
 /// Checks the body of a key whose prefix is `prefix`: length, alphabet and
 /// checksum, without any lookup.
 pub fn check(candidate: &str, prefix: &str) -> Result<(), FormatError> {
-    let body = candidate.strip_prefix(prefix).ok_or(FormatError::UnknownPrefix)?;
+    let body = candidate
+        .strip_prefix(prefix)
+        .ok_or(FormatError::UnknownPrefix)?;
     if body.len() != BODY_LEN {
         return Err(FormatError::Length);
     }
@@ -113,7 +115,9 @@ pub fn digest(key: &str) -> [u8; 32] {
 pub fn valid_prefix(prefix: &str) -> bool {
     !prefix.is_empty()
         && prefix.len() <= 32
-        && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -147,7 +151,10 @@ mod tests {
     fn malformed_keys_are_told_apart() {
         let k = generate("sk_live_");
         assert_eq!(check(&k, "sk_test_"), Err(FormatError::UnknownPrefix));
-        assert_eq!(check(&k[..k.len() - 1], "sk_live_"), Err(FormatError::Length));
+        assert_eq!(
+            check(&k[..k.len() - 1], "sk_live_"),
+            Err(FormatError::Length)
+        );
         let mut bad = k.clone();
         bad.replace_range(10..11, "-");
         assert_eq!(check(&bad, "sk_live_"), Err(FormatError::Alphabet));
@@ -166,10 +173,7 @@ mod tests {
         assert_eq!(match_prefix("rk_abc", ["sk_live_", "rk_"]), Some(1));
         assert_eq!(match_prefix("xx", ["sk_live_", "rk_"]), None);
         // SHA-256("abc")
-        assert_eq!(
-            digest("abc")[..4],
-            [0xba, 0x78, 0x16, 0xbf],
-        );
+        assert_eq!(digest("abc")[..4], [0xba, 0x78, 0x16, 0xbf],);
         assert!(valid_prefix("isk_"));
         assert!(!valid_prefix("bad prefix"));
         assert!(!valid_prefix(""));

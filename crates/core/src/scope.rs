@@ -28,7 +28,8 @@ impl Default for ScopePolicy {
 pub fn is_scope_token(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_SCOPE_LEN
-        && s.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
 }
 
 /// Whether a granted scope is a wildcard (`*` or ends in `{sep}*`).
@@ -37,8 +38,16 @@ pub fn is_wildcard(s: &str) -> bool {
 }
 
 impl ScopePolicy {
-    pub fn new(separator: char, catalog: BTreeMap<String, String>, implies: BTreeMap<String, Vec<String>>) -> Self {
-        Self { separator, catalog, implies }
+    pub fn new(
+        separator: char,
+        catalog: BTreeMap<String, String>,
+        implies: BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        Self {
+            separator,
+            catalog,
+            implies,
+        }
     }
 
     pub fn catalog(&self) -> &BTreeMap<String, String> {
@@ -105,7 +114,10 @@ impl ScopePolicy {
     pub fn validate_grant(&self, scopes: &[String], explicit_only: bool) -> Vec<(usize, String)> {
         let mut errors = Vec::new();
         if scopes.len() > MAX_SCOPES {
-            errors.push((MAX_SCOPES, format!("At most {MAX_SCOPES} scopes may be granted.")));
+            errors.push((
+                MAX_SCOPES,
+                format!("At most {MAX_SCOPES} scopes may be granted."),
+            ));
             return errors;
         }
         for (i, s) in scopes.iter().enumerate() {
@@ -117,14 +129,32 @@ impl ScopePolicy {
                 continue;
             }
             if let Some(pos) = s.find('*') {
-                let stem_ok = s == "*" || (pos == s.len() - 1 && pos > 1 && s.get(..pos).is_some_and(|stem| stem.ends_with(self.separator)));
+                let stem_ok = s == "*"
+                    || (pos == s.len() - 1
+                        && pos > 1
+                        && s.get(..pos)
+                            .is_some_and(|stem| stem.ends_with(self.separator)));
                 if !stem_ok {
-                    errors.push((i, format!("A wildcard must be `*` or end a scope as `resource{}*`.", self.separator)));
+                    errors.push((
+                        i,
+                        format!(
+                            "A wildcard must be `*` or end a scope as `resource{}*`.",
+                            self.separator
+                        ),
+                    ));
                     continue;
                 }
             }
-            if explicit_only && self.expand(std::slice::from_ref(s)).iter().any(|g| is_wildcard(g)) {
-                errors.push((i, "This key kind requires explicit scopes: wildcards are not allowed.".to_owned()));
+            if explicit_only
+                && self
+                    .expand(std::slice::from_ref(s))
+                    .iter()
+                    .any(|g| is_wildcard(g))
+            {
+                errors.push((
+                    i,
+                    "This key kind requires explicit scopes: wildcards are not allowed.".to_owned(),
+                ));
                 continue;
             }
             if self.catalog.is_empty() || self.implies.contains_key(s) {
@@ -157,9 +187,16 @@ mod tests {
         .into_iter()
         .map(|(a, b)| (a.to_owned(), b.to_owned()))
         .collect();
-        let implies = [("admin".to_owned(), vec!["*".to_owned()]), ("editor".to_owned(), vec!["documents.*".to_owned(), "viewer".to_owned()]), ("viewer".to_owned(), vec!["templates.read".to_owned()])]
-            .into_iter()
-            .collect();
+        let implies = [
+            ("admin".to_owned(), vec!["*".to_owned()]),
+            (
+                "editor".to_owned(),
+                vec!["documents.*".to_owned(), "viewer".to_owned()],
+            ),
+            ("viewer".to_owned(), vec!["templates.read".to_owned()]),
+        ]
+        .into_iter()
+        .collect();
         ScopePolicy::new('.', catalog, implies)
     }
 
@@ -182,24 +219,46 @@ mod tests {
     #[test]
     fn implies_expands_transitively() {
         let p = policy();
-        assert!(p.missing(&v(&["editor"]), &v(&["documents.delete", "templates.read"])).is_empty());
-        assert_eq!(p.missing(&v(&["viewer"]), &v(&["documents.read"])), v(&["documents.read"]));
+        assert!(
+            p.missing(&v(&["editor"]), &v(&["documents.delete", "templates.read"]))
+                .is_empty()
+        );
+        assert_eq!(
+            p.missing(&v(&["viewer"]), &v(&["documents.read"])),
+            v(&["documents.read"])
+        );
         assert!(p.missing(&v(&["admin"]), &v(&["x.y"])).is_empty());
     }
 
     #[test]
     fn catalog_validation() {
         let p = policy();
-        assert!(p.validate_grant(&v(&["documents.read", "documents.*", "*", "admin"]), false).is_empty());
-        let errs = p.validate_grant(&v(&["documents.read", "nope", "billing.*", "a b", "do*cs"]), false);
-        assert_eq!(errs.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert!(
+            p.validate_grant(&v(&["documents.read", "documents.*", "*", "admin"]), false)
+                .is_empty()
+        );
+        let errs = p.validate_grant(
+            &v(&["documents.read", "nope", "billing.*", "a b", "do*cs"]),
+            false,
+        );
+        assert_eq!(
+            errs.iter().map(|e| e.0).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
         // Restricted kind: no wildcards, not even through implies.
         let errs = p.validate_grant(&v(&["documents.read", "documents.*", "admin"]), true);
         assert_eq!(errs.iter().map(|e| e.0).collect::<Vec<_>>(), vec![1, 2]);
         // Empty catalog: any well-formed scope.
         let open = ScopePolicy::default();
-        assert!(open.validate_grant(&v(&["whatever:thing", "x.*"]), false).is_empty());
-        assert_eq!(open.validate_grant(&vec!["a".to_owned(); MAX_SCOPES + 1], false).len(), 1);
+        assert!(
+            open.validate_grant(&v(&["whatever:thing", "x.*"]), false)
+                .is_empty()
+        );
+        assert_eq!(
+            open.validate_grant(&vec!["a".to_owned(); MAX_SCOPES + 1], false)
+                .len(),
+            1
+        );
     }
 
     #[test]

@@ -2,7 +2,13 @@
 //! on a free port, on a fresh SQLite file or a fresh PostgreSQL database,
 //! and talks to it over HTTP. When a server stops, its whole log output is
 //! searched for every secret the test saw; finding one fails the test.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
