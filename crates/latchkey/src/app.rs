@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use latchkey_core::scope::ScopePolicy;
@@ -41,6 +42,10 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub key_cache: moka::sync::Cache<[u8; 32], Arc<ApiKey>>,
     pub root_cache: moka::sync::Cache<[u8; 32], Arc<RootKey>>,
+    /// Bumped whenever a cached record is forgotten, so that a cache fill
+    /// that read the store before a change can tell and not cache what it
+    /// read (see [`App::cache_record`]).
+    cache_generation: AtomicU64,
     uses: mpsc::Sender<Use>,
 }
 
@@ -74,6 +79,7 @@ impl App {
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),
+            cache_generation: AtomicU64::new(0),
             uses: tx,
         });
         let task = tokio::spawn(record_uses(store, rx));
@@ -96,14 +102,42 @@ impl App {
         }
     }
 
-    /// Drops cached records of a key after a change made through this node.
+    /// The generation to read before looking a record up in the store.
+    pub fn cache_generation(&self) -> u64 {
+        self.cache_generation.load(Ordering::Acquire)
+    }
+
+    /// Caches a record read from the store after [`App::cache_generation`]
+    /// answered `generation`, unless a change was made since: the record may
+    /// predate it. Checked again after the insert, for a change that lands
+    /// in between.
+    pub fn cache_record<V: Clone + Send + Sync + 'static>(
+        &self,
+        cache: &moka::sync::Cache<[u8; 32], V>,
+        digest: [u8; 32],
+        value: V,
+        generation: u64,
+    ) {
+        if self.cache_generation() != generation {
+            return;
+        }
+        cache.insert(digest, value);
+        if self.cache_generation() != generation {
+            cache.invalidate(&digest);
+        }
+    }
+
+    /// Drops the cached record of a key after a change through this node
+    /// has been written.
     pub fn forget_key(&self, key: &ApiKey) {
+        self.cache_generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(d) = <[u8; 32]>::try_from(key.digest.as_slice()) {
             self.key_cache.invalidate(&d);
         }
     }
 
     pub fn forget_root_key(&self, key: &RootKey) {
+        self.cache_generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(d) = <[u8; 32]>::try_from(key.digest.as_slice()) {
             self.root_cache.invalidate(&d);
         }

@@ -71,6 +71,7 @@ async fn decide_inner(
     let key = match app.key_cache.get(&digest) {
         Some(k) => k,
         None => {
+            let generation = app.cache_generation();
             let found = app.store.key_by_digest(&digest).await?;
             let Some(k) = found else {
                 return Err(
@@ -78,7 +79,7 @@ async fn decide_inner(
                 );
             };
             let k = Arc::new(k);
-            app.key_cache.insert(digest, k.clone());
+            app.cache_record(&app.key_cache, digest, k.clone(), generation);
             k
         }
     };

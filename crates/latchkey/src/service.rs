@@ -51,7 +51,10 @@ pub const ROOT_SCOPES: &[&str] = &[
 pub fn root_scope_policy() -> &'static latchkey_core::scope::ScopePolicy {
     static POLICY: std::sync::LazyLock<latchkey_core::scope::ScopePolicy> =
         std::sync::LazyLock::new(|| {
-            let catalog = ROOT_SCOPES.iter().map(|s| ((*s).to_owned(), String::new())).collect();
+            let catalog = ROOT_SCOPES
+                .iter()
+                .map(|s| ((*s).to_owned(), String::new()))
+                .collect();
             latchkey_core::scope::ScopePolicy::new('.', catalog, Default::default())
         });
     &POLICY
@@ -604,7 +607,12 @@ impl Principal {
     /// 403 unless the root key holds `scope`.
     pub fn require(&self, scope: &str) -> Result<(), ApiError> {
         let policy = root_scope_policy();
-        if self.root_key.scopes.iter().any(|g| policy.grant_matches(g, scope)) {
+        if self
+            .root_key
+            .scopes
+            .iter()
+            .any(|g| policy.grant_matches(g, scope))
+        {
             Ok(())
         } else {
             Err(ApiError::insufficient_scope(vec![scope.to_owned()]))

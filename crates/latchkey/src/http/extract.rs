@@ -36,35 +36,51 @@ fn is_json(ct: &str) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Reads a JSON object body into `T`. Only an object is accepted (serde
+/// would otherwise read an array as the fields in order), and nothing may
+/// follow it but whitespace.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    match serde_path_to_error::deserialize::<_, T>(de) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let field = if path == "." {
-                        "(body)".to_owned()
-                    } else {
-                        path
-                    };
-                    let message = inner.to_string();
-                    // serde's message ends with " at line L column C"; keep the sentence.
-                    let message = message
-                        .split(" at line ")
-                        .next()
-                        .unwrap_or(&message)
-                        .to_owned();
-                    Err(ApiError::validation(vec![FieldError { field, message }]))
-                }
-                _ => Err(ApiError::invalid_request(format!(
-                    "The body is not valid JSON: {inner}."
-                ))),
-            }
-        }
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        // Tell unreadable JSON (400) from well-formed JSON of the wrong shape (422).
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Err(ApiError::field("(body)", "The body must be a JSON object.")),
+            Err(e) => Err(ApiError::invalid_request(format!(
+                "The body is not valid JSON: {e}."
+            ))),
+        };
     }
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut *de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.classify() != serde_json::error::Category::Data {
+            return ApiError::invalid_request(format!("The body is not valid JSON: {inner}."));
+        }
+        let message = inner.to_string();
+        // serde's message ends with " at line L column C"; keep the sentence.
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_owned();
+        // A missing field is reported at its parent: name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.strip_suffix('`'))
+            .map(str::to_owned);
+        let field = match (path.as_str(), missing) {
+            (".", Some(m)) => m,
+            (p, Some(m)) => format!("{p}.{m}"),
+            (".", None) => "(body)".to_owned(),
+            (p, None) => p.to_owned(),
+        };
+        ApiError::validation(vec![FieldError { field, message }])
+    })?;
+    de.end().map_err(|e| {
+        ApiError::invalid_request(format!("The body has data after its JSON object: {e}."))
+    })?;
+    Ok(value)
 }
 
 async fn body_bytes<S: Send + Sync>(
@@ -293,13 +309,14 @@ pub async fn authenticate_root(app: &App, cred: &str) -> Result<Principal, ApiEr
     let key = match app.root_cache.get(&digest) {
         Some(k) => k,
         None => {
+            let generation = app.cache_generation();
             let Some(k) = app.store.root_key_by_digest(&digest).await? else {
                 return Err(
                     ApiError::new(Code::InvalidKey, "This root key does not exist.").presented(),
                 );
             };
             let k = Arc::new(k);
-            app.root_cache.insert(digest, k.clone());
+            app.cache_record(&app.root_cache, digest, k.clone(), generation);
             k
         }
     };
