@@ -75,6 +75,17 @@ fn check_scopes(
     explicit_only: bool,
     errors: &mut Vec<FieldError>,
 ) {
+    if scopes.len() > latchkey_core::scope::MAX_SCOPES {
+        let message = format!(
+            "At most {} scopes may be granted.",
+            latchkey_core::scope::MAX_SCOPES
+        );
+        errors.push(FieldError {
+            field: "scopes".into(),
+            message,
+        });
+        return;
+    }
     for (i, msg) in policy.validate_grant(scopes, explicit_only) {
         errors.push(FieldError {
             field: format!("scopes[{i}]"),
