@@ -22,7 +22,7 @@ use crate::views::{KeyView, ListPage, NewKeyView, NewRootKeyView, OrgView, RootK
 #[command(
     name = "latchkey",
     version,
-    about = "Self-hosted API authentication server: API keys, OAuth 2.0, client JWTs."
+    about = "Self-hosted API authentication server: API keys with scopes, environments, rotation and revocation."
 )]
 pub struct Cli {
     /// TOML config file (defaults < file < LATCHKEY_* environment).
