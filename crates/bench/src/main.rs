@@ -1,1 +1,287 @@
-fn main() {}
+//! `latchkey-bench`: the load generator and benchmark driver behind
+//! `bench/run.sh` (see docs/benchmarks.md).
+//!
+//! - `run`: N keep-alive connections for D seconds against one endpoint,
+//!   every answer checked, req/s and p50/p99 latency.
+//! - `seed`: an organization and N keys through the HTTP API.
+//! - `suite`: warm-up and the interleaved rounds against a running server,
+//!   appended to a JSON-lines file.
+//! - `report`: the tables from such files; exits 1 if any run is void.
+
+mod client;
+mod load;
+mod procstat;
+mod report;
+mod seed;
+mod suite;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::Target;
+use crate::load::{Check, Workload};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "latchkey-bench",
+    about = "Load generator and benchmark driver for latchkey"
+)]
+struct Cli {
+    /// Load-generator threads (1 = one thread, like `wrk -t1`).
+    #[arg(long, global = true, default_value_t = 1)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Server {
+    /// The server, `http://host:port`.
+    #[arg(long)]
+    url: String,
+    /// A root key with `verify` and `keys.*` scopes.
+    #[arg(long, env = "LATCHKEY_ROOT_KEY", hide_env_values = true)]
+    root: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One run against one endpoint.
+    Run {
+        #[command(flatten)]
+        server: Server,
+        /// healthz, valid, revoked or malformed.
+        #[arg(long, default_value = "healthz")]
+        check: String,
+        /// Key file (one key a line) for the verify checks.
+        #[arg(long)]
+        keys: Option<PathBuf>,
+        /// Use only the first N keys of the file.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(short = 'c', long, default_value_t = 32)]
+        connections: usize,
+        #[arg(short = 'd', long, default_value_t = 5.0)]
+        seconds: f64,
+        /// The server's PID, to report its CPU share.
+        #[arg(long)]
+        server_pid: Option<u32>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an organization and keys through the API; write them to files in --out.
+    Seed {
+        #[command(flatten)]
+        server: Server,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 100)]
+        revoked: usize,
+        #[arg(long, default_value_t = 1000)]
+        malformed: usize,
+        #[arg(short = 'c', long, default_value_t = 32)]
+        connections: usize,
+        /// Append a seed record to this results file.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+        #[arg(long, default_value = "server")]
+        backend: String,
+    },
+    /// Warm-up, then interleaved rounds at -c N and at -c1, appended to --jsonl.
+    Suite {
+        #[command(flatten)]
+        server: Server,
+        /// The directory `seed` wrote to.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        backend: String,
+        #[arg(long)]
+        server_pid: Option<u32>,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 3.0)]
+        c1_seconds: f64,
+        #[arg(long, default_value_t = 2)]
+        c1_rounds: usize,
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        /// Size of the hot key set (the first N keys).
+        #[arg(long, default_value_t = 1000)]
+        hot_keys: usize,
+        #[arg(short = 'c', long, default_value_t = 32)]
+        connections: usize,
+        #[arg(long)]
+        jsonl: PathBuf,
+    },
+    /// Print the tables of results files; exit 1 if any run had wrong answers.
+    Report { files: Vec<PathBuf> },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("latchkey-bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    let rt = if cli.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cli.threads)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(async_main(cli.command))
+}
+
+async fn async_main(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Run {
+            server,
+            check,
+            keys,
+            limit,
+            connections,
+            seconds,
+            server_pid,
+            json,
+        } => {
+            let target = Target::new(&server.url, Some(&server.root))?;
+            let check = Check::parse(&check)?;
+            let load = match check {
+                Check::Healthz => Workload::healthz(),
+                c => {
+                    let path = keys.context("--keys is needed for a verify check")?;
+                    Workload::verify(c, &seed::read_keys(&path)?, limit)?
+                }
+            };
+            let stats = load::run(
+                &target,
+                &load,
+                connections,
+                Duration::from_secs_f64(seconds),
+                server_pid,
+            )
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string(&stats)?);
+            } else {
+                println!(
+                    "{:.0} req/s  p50 {}  p99 {}  max {}  ({} right, {} wrong, {} errors in {:.1} s on {} connections; server CPU {})",
+                    stats.rps,
+                    report::fmt_us(stats.p50_us),
+                    report::fmt_us(stats.p99_us),
+                    report::fmt_us(stats.max_us),
+                    stats.ok,
+                    stats.wrong,
+                    stats.errors,
+                    stats.seconds,
+                    stats.connections,
+                    stats
+                        .server_cpu
+                        .map(|c| format!("{c:.0}%"))
+                        .unwrap_or_else(|| "-".into())
+                );
+            }
+            if stats.wrong + stats.errors > 0 {
+                eprintln!(
+                    "VOID: wrong answers or errors; first: {}",
+                    stats.sample_wrong.as_deref().unwrap_or("")
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Seed {
+            server,
+            out,
+            keys,
+            revoked,
+            malformed,
+            connections,
+            jsonl,
+            backend,
+        } => {
+            let target = Target::new(&server.url, Some(&server.root))?;
+            let args = seed::SeedArgs {
+                keys,
+                revoked,
+                malformed,
+                connections,
+            };
+            let r = seed::seed(&target, &out, &args).await?;
+            eprintln!(
+                "seeded {} keys + {} revoked in {:.1} s ({:.0} keys/s), {} malformed; org {}; files in {}",
+                r.keys,
+                r.revoked,
+                r.seconds,
+                r.keys_per_sec,
+                r.malformed,
+                r.org_id,
+                out.display()
+            );
+            if let Some(path) = jsonl {
+                suite::append(&path, &suite::seed_record(&backend, &r))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Suite {
+            server,
+            dir,
+            backend,
+            server_pid,
+            seconds,
+            rounds,
+            c1_seconds,
+            c1_rounds,
+            warmup,
+            hot_keys,
+            connections,
+            jsonl,
+        } => {
+            let target = Target::new(&server.url, Some(&server.root))?;
+            let args = suite::SuiteArgs {
+                backend,
+                dir,
+                server_pid,
+                seconds,
+                rounds,
+                c1_seconds,
+                c1_rounds,
+                warmup,
+                hot_keys,
+                connections,
+                jsonl,
+            };
+            suite::suite(&target, &args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { files } => {
+            let rep = report::render(&report::read(&files)?)?;
+            print!("{}", rep.text);
+            Ok(if rep.void {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! The load generator: N connections, one task each, sending requests
+//! back to back for a fixed time, checking every answer and recording
+//! every latency.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::client::{Conn, Target};
+use crate::procstat::CpuSampler;
+
+/// What a run asks for and what a right answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// `GET /healthz`: 200 and `ok\n`.
+    Healthz,
+    /// `POST /v1/verify`: 200 and `"valid":true`.
+    Valid,
+    /// `POST /v1/verify`: 200 and `"code":"KEY_REVOKED"`.
+    Revoked,
+    /// `POST /v1/verify`: 200 and `"code":"INVALID_FORMAT"`.
+    Malformed,
+}
+
+impl Check {
+    pub fn parse(s: &str) -> Result<Check> {
+        Ok(match s {
+            "healthz" => Check::Healthz,
+            "valid" => Check::Valid,
+            "revoked" => Check::Revoked,
+            "malformed" => Check::Malformed,
+            _ => bail!("unknown check `{s}`: healthz, valid, revoked or malformed"),
+        })
+    }
+
+    fn is_right(self, status: StatusCode, body: &[u8]) -> bool {
+        if status != StatusCode::OK {
+            return false;
+        }
+        match self {
+            Check::Healthz => body == b"ok\n",
+            Check::Valid => contains(body, br#""valid":true"#),
+            Check::Revoked => contains(body, br#""code":"KEY_REVOKED""#),
+            Check::Malformed => contains(body, br#""code":"INVALID_FORMAT""#),
+        }
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// One kind of request, with the bodies to draw from (none for healthz).
+#[derive(Clone)]
+pub struct Workload {
+    pub check: Check,
+    /// `{"credential": KEY}` bodies; one is drawn at random per request.
+    pub bodies: Arc<Vec<Bytes>>,
+}
+
+impl Workload {
+    pub fn healthz() -> Workload {
+        Workload {
+            check: Check::Healthz,
+            bodies: Arc::new(Vec::new()),
+        }
+    }
+
+    /// A verify workload over `keys` (the first `limit` of them, if given).
+    pub fn verify(check: Check, keys: &[String], limit: Option<usize>) -> Result<Workload> {
+        let n = limit.unwrap_or(keys.len()).min(keys.len());
+        if n == 0 {
+            bail!("no keys to verify");
+        }
+        let bodies = keys
+            .iter()
+            .take(n)
+            .map(|k| serde_json::to_vec(&serde_json::json!({ "credential": k })).map(Bytes::from))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Workload {
+            check,
+            bodies: Arc::new(bodies),
+        })
+    }
+
+    fn request(
+        &self,
+        target: &Target,
+        rng: &mut Rng,
+    ) -> Result<hyper::Request<http_body_util::Full<Bytes>>> {
+        if self.check == Check::Healthz {
+            return target.request(Method::GET, "/healthz", None);
+        }
+        let body = self
+            .bodies
+            .get(rng.below(self.bodies.len()))
+            .cloned()
+            .unwrap_or_default();
+        target.request(Method::POST, "/v1/verify", Some(body))
+    }
+}
+
+/// xorshift64*: fast, good enough to pick keys uniformly.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunStats {
+    pub connections: usize,
+    pub seconds: f64,
+    /// Answers that were right.
+    pub ok: u64,
+    /// Answers with the wrong status or body: the run is void.
+    pub wrong: u64,
+    /// Connection or protocol failures: the run is void.
+    pub errors: u64,
+    pub rps: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    /// Server CPU over the run, in % of one core (200% = both cores of a 2-core machine).
+    pub server_cpu: Option<f64>,
+    /// This load generator's CPU, in % of one core.
+    pub client_cpu: Option<f64>,
+    /// The whole machine's busy share, in % of all cores (other users included).
+    pub machine_busy: Option<f64>,
+    /// CPUs of the machine, to turn `machine_busy` into cores.
+    #[serde(default)]
+    pub cpus: Option<usize>,
+    /// The first wrong answer or error, for diagnosis.
+    pub sample_wrong: Option<String>,
+}
+
+#[derive(Default)]
+struct TaskStats {
+    lat_us: Vec<u32>,
+    ok: u64,
+    wrong: u64,
+    errors: u64,
+    sample: Option<String>,
+}
+
+/// Runs `load` on `connections` connections for `duration`. Connections
+/// are opened before the clock starts.
+pub async fn run(
+    target: &Target,
+    load: &Workload,
+    connections: usize,
+    duration: Duration,
+    server_pid: Option<u32>,
+) -> Result<RunStats> {
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(Conn::open(target).await?);
+    }
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(42);
+    let cpu = CpuSampler::start(server_pid);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(connections);
+    for (i, conn) in conns.into_iter().enumerate() {
+        let (target, load) = (target.clone(), load.clone());
+        let rng = Rng::new(seed ^ (i as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        tasks.push(tokio::spawn(worker(conn, target, load, deadline, rng)));
+    }
+    let mut all = TaskStats::default();
+    for t in tasks {
+        let s = t.await?;
+        all.lat_us.extend_from_slice(&s.lat_us);
+        all.ok += s.ok;
+        all.wrong += s.wrong;
+        all.errors += s.errors;
+        if all.sample.is_none() {
+            all.sample = s.sample;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let usage = cpu.finish();
+    all.lat_us.sort_unstable();
+    let pct = |p: f64| -> u64 {
+        let n = all.lat_us.len();
+        if n == 0 {
+            return 0;
+        }
+        let idx = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+        all.lat_us.get(idx).copied().map(u64::from).unwrap_or(0)
+    };
+    Ok(RunStats {
+        connections,
+        seconds: elapsed,
+        ok: all.ok,
+        wrong: all.wrong,
+        errors: all.errors,
+        rps: (all.ok + all.wrong) as f64 / elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        max_us: all.lat_us.last().copied().map(u64::from).unwrap_or(0),
+        server_cpu: usage.server,
+        client_cpu: usage.client,
+        machine_busy: usage.machine,
+        cpus: std::thread::available_parallelism().ok().map(usize::from),
+        sample_wrong: all.sample,
+    })
+}
+
+async fn worker(
+    mut conn: Conn,
+    target: Target,
+    load: Workload,
+    deadline: Instant,
+    mut rng: Rng,
+) -> TaskStats {
+    let mut s = TaskStats {
+        lat_us: Vec::with_capacity(1 << 16),
+        ..TaskStats::default()
+    };
+    while Instant::now() < deadline {
+        let req = match load.request(&target, &mut rng) {
+            Ok(r) => r,
+            Err(e) => {
+                s.errors += 1;
+                s.sample.get_or_insert_with(|| format!("error: {e:#}"));
+                break;
+            }
+        };
+        let t0 = Instant::now();
+        match conn.send(req).await {
+            Ok((status, body)) => {
+                let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
+                s.lat_us.push(us);
+                if load.check.is_right(status, &body) {
+                    s.ok += 1;
+                } else {
+                    s.wrong += 1;
+                    s.sample.get_or_insert_with(|| {
+                        format!(
+                            "{status}: {}",
+                            String::from_utf8_lossy(body.get(..300).unwrap_or(&body))
+                        )
+                    });
+                }
+            }
+            Err(e) => {
+                s.errors += 1;
+                s.sample.get_or_insert_with(|| format!("error: {e:#}"));
+                // The connection is likely gone: open another one.
+                match Conn::open(&target).await {
+                    Ok(c) => conn = c,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+        }
+    }
+    s
+}

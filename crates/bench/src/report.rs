@@ -1,0 +1,394 @@
+//! Tables from a results file: every run, then per scenario the median
+//! over rounds, each verify run as a ratio to the healthz runs beside it,
+//! and the goals.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::load::RunStats;
+use crate::suite::{Record, RunRecord};
+
+pub fn fmt_us(us: u64) -> String {
+    if us < 1000 {
+        format!("{us} µs")
+    } else {
+        format!("{:.2} ms", us as f64 / 1000.0)
+    }
+}
+
+fn fmt_rps(v: f64) -> String {
+    let n = v.round() as u64;
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn fmt_pct(v: Option<f64>) -> String {
+    v.map(|c| format!("{c:.0}%")).unwrap_or_else(|| "-".into())
+}
+
+/// CPU of every other process (a database server, other users), in % of one core.
+fn others(s: &RunStats) -> Option<f64> {
+    let all = s.machine_busy? * s.cpus? as f64;
+    Some((all - s.server_cpu? - s.client_cpu?).max(0.0))
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let hi = v.get(n / 2).copied()?;
+    if n % 2 == 1 {
+        Some(hi)
+    } else {
+        v.get(n / 2 - 1).map(|lo| (lo + hi) / 2.0)
+    }
+}
+
+fn spread(v: &[f64]) -> Option<(f64, f64)> {
+    let lo = v.iter().copied().reduce(f64::min)?;
+    let hi = v.iter().copied().reduce(f64::max)?;
+    Some((lo, hi))
+}
+
+fn label(scenario: &str, keys: usize) -> String {
+    let n = if keys >= 1000 && keys.is_multiple_of(1000) {
+        format!("{}k", keys / 1000)
+    } else {
+        keys.to_string()
+    };
+    match scenario {
+        "healthz" => "GET /healthz".into(),
+        "valid-hot" => format!("verify valid, {n} keys"),
+        "valid-cold" => format!("verify valid, {n} keys"),
+        "revoked" => format!("verify revoked ({n} keys)"),
+        "malformed" => "verify malformed (checksum)".into(),
+        other => other.into(),
+    }
+}
+
+/// A run with what it is compared to.
+struct Row<'a> {
+    r: &'a RunRecord,
+    /// rps / mean rps of the nearest healthz run before and after it in the same pass.
+    ratio: Option<f64>,
+}
+
+/// Each pass: (backend, connections) → its runs in order.
+fn passes(runs: &[RunRecord]) -> BTreeMap<(String, usize), Vec<&RunRecord>> {
+    let mut m: BTreeMap<(String, usize), Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.round > 0) {
+        m.entry((r.backend.clone(), r.stats.connections))
+            .or_default()
+            .push(r);
+    }
+    for v in m.values_mut() {
+        v.sort_by_key(|r| r.seq);
+    }
+    m
+}
+
+fn with_ratios<'a>(pass: &[&'a RunRecord]) -> Vec<Row<'a>> {
+    pass.iter()
+        .map(|r| {
+            if r.scenario == "healthz" {
+                return Row { r, ratio: None };
+            }
+            let before = pass
+                .iter()
+                .filter(|h| h.scenario == "healthz" && h.seq < r.seq)
+                .max_by_key(|h| h.seq);
+            let after = pass
+                .iter()
+                .filter(|h| h.scenario == "healthz" && h.seq > r.seq)
+                .min_by_key(|h| h.seq);
+            let base: Vec<f64> = [before, after]
+                .into_iter()
+                .flatten()
+                .map(|h| h.stats.rps)
+                .collect();
+            let ratio = (!base.is_empty())
+                .then(|| r.stats.rps / (base.iter().sum::<f64>() / base.len() as f64));
+            Row { r, ratio }
+        })
+        .collect()
+}
+
+/// Cold/hot ratio of each round of a pass: valid-cold rps / valid-hot rps.
+fn cold_hot(pass: &[&RunRecord]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for round in pass
+        .iter()
+        .map(|r| r.round)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let find = |s: &str| {
+            pass.iter()
+                .find(|r| r.round == round && r.scenario == s)
+                .map(|r| r.stats.rps)
+        };
+        if let (Some(cold), Some(hot)) = (find("valid-cold"), find("valid-hot"))
+            && hot > 0.0
+        {
+            out.push(cold / hot);
+        }
+    }
+    out
+}
+
+/// The goal figures of one backend at the highest concurrency.
+#[derive(Default)]
+struct Goal {
+    hot: Option<f64>,
+    hot_spread: Option<(f64, f64)>,
+    cold_hot: Option<f64>,
+    cold_hot_spread: Option<(f64, f64)>,
+}
+
+pub struct Report {
+    pub text: String,
+    pub void: bool,
+}
+
+pub fn read(paths: &[impl AsRef<Path>]) -> Result<Vec<Record>> {
+    let mut out = Vec::new();
+    for p in paths {
+        let p = p.as_ref();
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            out.push(
+                serde_json::from_str(line).with_context(|| format!("{}:{}", p.display(), i + 1))?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+pub fn render(records: &[Record]) -> Result<Report> {
+    let runs: Vec<RunRecord> = records
+        .iter()
+        .filter_map(|r| {
+            if let Record::Run(r) = r {
+                Some(r.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let mut t = String::new();
+    let bad: Vec<&RunRecord> = runs
+        .iter()
+        .filter(|r| r.stats.wrong + r.stats.errors > 0)
+        .collect();
+
+    for rec in records {
+        if let Record::Seed {
+            backend,
+            keys,
+            revoked,
+            malformed,
+            seconds,
+            keys_per_sec,
+        } = rec
+        {
+            writeln!(
+                t,
+                "Seeded {backend}: {keys} keys + {revoked} revoked (+ {malformed} malformed made from valid ones) in {seconds:.1} s ({keys_per_sec:.0} keys/s through the API)"
+            )?;
+        }
+    }
+
+    writeln!(t, "\n### Every run\n")?;
+    writeln!(
+        t,
+        "Ratio: req/s over the mean of the nearest `GET /healthz` run before and after it in the same pass."
+    )?;
+    writeln!(
+        t,
+        "CPU in % of one core (200% = both cores of a 2-core machine); other procs = every other process (the PostgreSQL server, other users), from /proc/stat.\n"
+    )?;
+    writeln!(
+        t,
+        "| backend | conns | round | scenario | req/s | p50 | p99 | ratio | server CPU | client CPU | other procs | wrong/errors |"
+    )?;
+    writeln!(
+        t,
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    let passes = passes(&runs);
+    for ((backend, conns), pass) in &passes {
+        for row in with_ratios(pass) {
+            let s = &row.r.stats;
+            writeln!(
+                t,
+                "| {backend} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                row.r.round,
+                label(&row.r.scenario, row.r.keys),
+                fmt_rps(s.rps),
+                fmt_us(s.p50_us),
+                fmt_us(s.p99_us),
+                row.ratio
+                    .map(|x| format!("{x:.2}"))
+                    .unwrap_or_else(|| "—".into()),
+                fmt_pct(s.server_cpu),
+                fmt_pct(s.client_cpu),
+                fmt_pct(others(s)),
+                s.wrong + s.errors
+            )?;
+        }
+    }
+
+    writeln!(
+        t,
+        "\n### Summary (median over rounds; spread = lowest–highest ratio)\n"
+    )?;
+    writeln!(
+        t,
+        "| backend | conns | scenario | req/s | p50 | p99 | ratio to healthz | spread | server CPU | client CPU | other procs | wrong/errors |"
+    )?;
+    writeln!(
+        t,
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    )?;
+    let mut goals: BTreeMap<String, Goal> = BTreeMap::new();
+    for ((backend, conns), pass) in &passes {
+        let rows = with_ratios(pass);
+        let mut order: Vec<&str> = Vec::new();
+        for r in pass {
+            if !order.contains(&r.scenario.as_str()) {
+                order.push(&r.scenario);
+            }
+        }
+        for sc in order {
+            let of: Vec<&Row> = rows.iter().filter(|x| x.r.scenario == sc).collect();
+            let keys = of.first().map(|x| x.r.keys).unwrap_or(0);
+            let m =
+                |f: &dyn Fn(&Row) -> Option<f64>| median(of.iter().filter_map(|x| f(x)).collect());
+            let ratios: Vec<f64> = of.iter().filter_map(|x| x.ratio).collect();
+            let ratio = median(ratios.clone());
+            let sp = spread(&ratios);
+            let wrong: u64 = of.iter().map(|x| x.r.stats.wrong + x.r.stats.errors).sum();
+            writeln!(
+                t,
+                "| {backend} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {wrong} |",
+                label(sc, keys),
+                m(&|x| Some(x.r.stats.rps)).map(fmt_rps).unwrap_or_default(),
+                m(&|x| Some(x.r.stats.p50_us as f64))
+                    .map(|v| fmt_us(v as u64))
+                    .unwrap_or_default(),
+                m(&|x| Some(x.r.stats.p99_us as f64))
+                    .map(|v| fmt_us(v as u64))
+                    .unwrap_or_default(),
+                ratio
+                    .map(|x| format!("{x:.2}"))
+                    .unwrap_or_else(|| "—".into()),
+                sp.map(|(a, b)| format!("{a:.2}–{b:.2}"))
+                    .unwrap_or_else(|| "—".into()),
+                fmt_pct(m(&|x| x.r.stats.server_cpu)),
+                fmt_pct(m(&|x| x.r.stats.client_cpu)),
+                fmt_pct(m(&|x| others(&x.r.stats))),
+            )?;
+            if sc == "valid-hot" && *conns > 1 {
+                let g = goals.entry(backend.clone()).or_default();
+                g.hot = ratio;
+                g.hot_spread = sp;
+            }
+        }
+        let ch = cold_hot(pass);
+        writeln!(
+            t,
+            "| {backend} | {conns} | verify all keys / verify hot keys | | | | {} | {} | | | | |",
+            median(ch.clone())
+                .map(|x| format!("{x:.2}"))
+                .unwrap_or_else(|| "—".into()),
+            spread(&ch)
+                .map(|(a, b)| format!("{a:.2}–{b:.2}"))
+                .unwrap_or_else(|| "—".into())
+        )?;
+        if *conns > 1 {
+            let g = goals.entry(backend.clone()).or_default();
+            g.cold_hot = median(ch.clone());
+            g.cold_hot_spread = spread(&ch);
+        }
+    }
+
+    writeln!(t, "\n### Goals (highest concurrency)\n")?;
+    let verdict = |v: Option<f64>, goal: f64| match v {
+        Some(x) if x >= goal => "met",
+        Some(_) => "NOT met",
+        None => "not measured",
+    };
+    let fmt_sp = |s: Option<(f64, f64)>| {
+        s.map(|(a, b)| format!(" (spread {a:.2}–{b:.2})"))
+            .unwrap_or_default()
+    };
+    for (
+        backend,
+        Goal {
+            hot: vh,
+            hot_spread: vh_sp,
+            cold_hot: ch,
+            cold_hot_spread: ch_sp,
+        },
+    ) in &goals
+    {
+        let show = |v: &Option<f64>| v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into());
+        writeln!(
+            t,
+            "- {backend}: verify valid / healthz = {}{} — goal ≥ 0.5 {}",
+            show(vh),
+            fmt_sp(*vh_sp),
+            verdict(*vh, 0.5)
+        )?;
+        writeln!(
+            t,
+            "- {backend}: verify among all keys / among hot keys = {}{} — goal ≥ 0.8 {}",
+            show(ch),
+            fmt_sp(*ch_sp),
+            verdict(*ch, 0.8)
+        )?;
+    }
+
+    if !bad.is_empty() {
+        writeln!(
+            t,
+            "\nVOID: {} run(s) had wrong answers or errors; their figures do not count:",
+            bad.len()
+        )?;
+        for r in &bad {
+            writeln!(
+                t,
+                "- {} c{} round {} {}: {} wrong, {} errors; first: {}",
+                r.backend,
+                r.stats.connections,
+                r.round,
+                r.scenario,
+                r.stats.wrong,
+                r.stats.errors,
+                r.stats.sample_wrong.as_deref().unwrap_or("")
+            )?;
+        }
+    } else if !runs.is_empty() {
+        writeln!(t, "\nEvery answer of every run was checked and right.")?;
+    }
+    Ok(Report {
+        text: t,
+        void: !bad.is_empty() || runs.is_empty(),
+    })
+}
