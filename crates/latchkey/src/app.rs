@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use latchkey_core::scope::ScopePolicy;
@@ -34,14 +34,53 @@ pub enum Use {
     Root(String, i64),
 }
 
+/// A record in a node's cache, with the time its last use was sent to the
+/// recorder: a hot key sends at most one use per [`USE_PRECISION_MS`]
+/// instead of one per request.
+#[derive(Debug)]
+pub struct Cached<T> {
+    pub record: T,
+    use_sent_at: AtomicI64,
+}
+
+/// `last_used_at` is kept to this precision.
+pub const USE_PRECISION_MS: i64 = 1000;
+
+impl<T> Cached<T> {
+    pub fn new(record: T) -> Self {
+        Self {
+            record,
+            use_sent_at: AtomicI64::new(i64::MIN),
+        }
+    }
+
+    /// Whether a use at `now` should be sent: true at most once per
+    /// [`USE_PRECISION_MS`] for this cached record.
+    pub fn should_send_use(&self, now: i64) -> bool {
+        let last = self.use_sent_at.load(Ordering::Relaxed);
+        now.saturating_sub(last) >= USE_PRECISION_MS
+            && self
+                .use_sent_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+impl<T> std::ops::Deref for Cached<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.record
+    }
+}
+
 pub struct App {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub scopes: ScopePolicy,
     pub master_key: MasterKey,
     pub clock: Arc<dyn Clock>,
-    pub key_cache: moka::sync::Cache<[u8; 32], Arc<ApiKey>>,
-    pub root_cache: moka::sync::Cache<[u8; 32], Arc<RootKey>>,
+    pub key_cache: moka::sync::Cache<[u8; 32], Arc<Cached<ApiKey>>>,
+    pub root_cache: moka::sync::Cache<[u8; 32], Arc<Cached<RootKey>>>,
     /// Bumped whenever a cached record is forgotten, so that a cache fill
     /// that read the store before a change can tell and not cache what it
     /// read (see [`App::cache_record`]).

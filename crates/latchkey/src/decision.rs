@@ -8,7 +8,7 @@ use std::sync::Arc;
 use latchkey_core::{Code, keyfmt};
 use latchkey_store::ApiKey;
 
-use crate::app::{App, Use};
+use crate::app::{App, Cached, Use};
 use crate::config::ROOT_PREFIX;
 use crate::error::ApiError;
 use crate::views::rfc3339;
@@ -16,7 +16,7 @@ use crate::views::rfc3339;
 /// A credential that passed every check.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    pub key: Arc<ApiKey>,
+    pub key: Arc<Cached<ApiKey>>,
 }
 
 /// Decides on `credential` for `required_scopes` in `environment`.
@@ -78,7 +78,7 @@ async fn decide_inner(
                     ApiError::new(Code::InvalidKey, "This API key does not exist.").presented(),
                 );
             };
-            let k = Arc::new(k);
+            let k = Arc::new(Cached::new(k));
             app.cache_record(&app.key_cache, digest, k.clone(), generation);
             k
         }
@@ -108,7 +108,9 @@ async fn decide_inner(
         .presented());
     }
     // The key exists and is in force: this counts as a use, whatever follows.
-    app.record_use(Use::Key(key.id.clone(), now));
+    if key.should_send_use(now) {
+        app.record_use(Use::Key(key.id.clone(), now));
+    }
     if key.environment != environment {
         return Err(ApiError::new(
             Code::WrongEnvironment,

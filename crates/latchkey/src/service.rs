@@ -611,7 +611,7 @@ pub async fn rotate_key(
 /// The root key a management request carries, once checked.
 #[derive(Debug, Clone)]
 pub struct Principal {
-    pub root_key: Arc<RootKey>,
+    pub root_key: Arc<crate::app::Cached<RootKey>>,
 }
 
 impl Principal {

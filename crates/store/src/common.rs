@@ -67,6 +67,9 @@ fn decode_metadata(id: &str, text: &str) -> Result<serde_json::Value> {
 /// Uses `(id, at)` in a deterministic order (by id), one entry per id with
 /// its latest time. Updating rows in a fixed order keeps concurrent batches
 /// from deadlocking each other on PostgreSQL.
+/// Most uses recorded by one statement.
+pub(crate) const TOUCH_CHUNK: usize = 5_000;
+
 pub(crate) fn normalize_uses(uses: &[(String, i64)]) -> Vec<(&str, i64)> {
     let mut sorted: Vec<(&str, i64)> = uses.iter().map(|(id, at)| (id.as_str(), *at)).collect();
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.cmp(&a.1)));
@@ -149,8 +152,19 @@ where
 /// that opens a transaction which already holds the write lock where the
 /// database needs that (SQLite: `BEGIN IMMEDIATE`).
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $backend:literal) => {
+    ($store:ty, $db:ty, $backend:literal, $touch_keys:expr, $touch_roots:expr) => {
         impl $store {
+            /// Records uses in one statement per chunk: `[[id, at], ...]`
+            /// as JSON, joined against the table by the backend's SQL.
+            async fn touch(&self, sql: &'static str, uses: &[(String, i64)]) -> $crate::Result<()> {
+                let uses = $crate::common::normalize_uses(uses);
+                for chunk in uses.chunks($crate::common::TOUCH_CHUNK) {
+                    let json = serde_json::to_string(chunk).map_err(|e| $crate::StoreError::Corrupt(e.to_string()))?;
+                    sqlx::query(sql).bind(json).execute(&self.pool).await.map_err($crate::common::db_err)?;
+                }
+                Ok(())
+            }
+
             fn insert_key_query(
                 key: &$crate::ApiKey,
             ) -> $crate::Result<
@@ -471,39 +485,11 @@ macro_rules! impl_store {
             }
 
             async fn touch_keys(&self, uses: &[(String, i64)]) -> $crate::Result<()> {
-                let uses = $crate::common::normalize_uses(uses);
-                if uses.is_empty() {
-                    return Ok(());
-                }
-                let mut tx = self.begin_write().await.map_err($crate::common::db_err)?;
-                for (id, at) in uses {
-                    sqlx::query($crate::sql::TOUCH_KEY)
-                        .bind(id)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err($crate::common::db_err)?;
-                }
-                tx.commit().await.map_err($crate::common::db_err)?;
-                Ok(())
+                self.touch($touch_keys, uses).await
             }
 
             async fn touch_root_keys(&self, uses: &[(String, i64)]) -> $crate::Result<()> {
-                let uses = $crate::common::normalize_uses(uses);
-                if uses.is_empty() {
-                    return Ok(());
-                }
-                let mut tx = self.begin_write().await.map_err($crate::common::db_err)?;
-                for (id, at) in uses {
-                    sqlx::query($crate::sql::TOUCH_ROOT_KEY)
-                        .bind(id)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err($crate::common::db_err)?;
-                }
-                tx.commit().await.map_err($crate::common::db_err)?;
-                Ok(())
+                self.touch($touch_roots, uses).await
             }
         }
     };

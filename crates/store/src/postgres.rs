@@ -26,6 +26,10 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // No ping before each use: it doubles the round trips of every
+            // lookup. A broken connection fails its query, is dropped, and
+            // /readyz tells when the database is gone.
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(db_err)?;
@@ -55,4 +59,10 @@ impl PgStore {
     }
 }
 
-impl_store!(PgStore, Postgres, "postgres");
+impl_store!(
+    PgStore,
+    Postgres,
+    "postgres",
+    crate::sql::PG_TOUCH_KEYS,
+    crate::sql::PG_TOUCH_ROOT_KEYS
+);

@@ -91,8 +91,6 @@ pub(crate) const REVOKE_ROOT_KEY: &str = "UPDATE root_keys SET revoked_at = $2 \
 pub(crate) const COUNT_ROOT_KEYS: &str = "SELECT COUNT(*) FROM root_keys";
 
 /// `$1` = id, `$2` = at.
-pub(crate) const TOUCH_ROOT_KEY: &str = "UPDATE root_keys SET last_used_at = $2 \
-     WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)";
 
 // ---- api keys -----------------------------------------------------------
 
@@ -180,5 +178,41 @@ pub(crate) const ROTATE_OLD_KEY: &str = concat!(
 pub(crate) const DELETE_KEY: &str = "DELETE FROM api_keys WHERE id = $1";
 
 /// `$1` = id, `$2` = at.
-pub(crate) const TOUCH_KEY: &str = "UPDATE api_keys SET last_used_at = $2 \
-     WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)";
+/// Batched `last_used_at` updates: `$1` is a JSON array of `[id, at]`.
+/// Each backend unpacks it its own way; the rest is shared.
+macro_rules! touch {
+    ($table:literal, $rows:literal) => {
+        concat!(
+            "UPDATE ",
+            $table,
+            " SET last_used_at = u.at FROM (",
+            $rows,
+            ") AS u \
+             WHERE ",
+            $table,
+            ".id = u.id \
+             AND (",
+            $table,
+            ".last_used_at IS NULL OR ",
+            $table,
+            ".last_used_at < u.at)"
+        )
+    };
+}
+
+pub(crate) const SQLITE_TOUCH_KEYS: &str = touch!(
+    "api_keys",
+    "SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at FROM json_each($1)"
+);
+pub(crate) const SQLITE_TOUCH_ROOT_KEYS: &str = touch!(
+    "root_keys",
+    "SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS at FROM json_each($1)"
+);
+pub(crate) const PG_TOUCH_KEYS: &str = touch!(
+    "api_keys",
+    "SELECT e->>0 AS id, (e->>1)::bigint AS at FROM jsonb_array_elements($1::jsonb) AS e"
+);
+pub(crate) const PG_TOUCH_ROOT_KEYS: &str = touch!(
+    "root_keys",
+    "SELECT e->>0 AS id, (e->>1)::bigint AS at FROM jsonb_array_elements($1::jsonb) AS e"
+);

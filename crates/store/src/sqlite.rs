@@ -45,7 +45,11 @@ impl SqliteStore {
                 .map_err(|e| db_err(sqlx::Error::Io(e)))?;
         }
 
-        let mut pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS);
+        // No ping before each use: a round trip through the connection's
+        // worker thread for nothing, on a file that cannot go away.
+        let mut pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .test_before_acquire(false);
         if in_memory {
             // An in-memory database lives as long as one connection to it.
             pool = pool
@@ -87,4 +91,10 @@ fn is_in_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
-impl_store!(SqliteStore, Sqlite, "sqlite");
+impl_store!(
+    SqliteStore,
+    Sqlite,
+    "sqlite",
+    crate::sql::SQLITE_TOUCH_KEYS,
+    crate::sql::SQLITE_TOUCH_ROOT_KEYS
+);

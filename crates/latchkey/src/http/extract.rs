@@ -10,7 +10,7 @@ use bytes::Bytes;
 use latchkey_core::{Code, keyfmt};
 use serde::de::DeserializeOwned;
 
-use crate::app::{App, Use};
+use crate::app::{App, Cached, Use};
 use crate::config::{Credentials, ROOT_PREFIX};
 use crate::error::{ApiError, FieldError};
 use crate::service::Principal;
@@ -315,7 +315,7 @@ pub async fn authenticate_root(app: &App, cred: &str) -> Result<Principal, ApiEr
                     ApiError::new(Code::InvalidKey, "This root key does not exist.").presented(),
                 );
             };
-            let k = Arc::new(k);
+            let k = Arc::new(Cached::new(k));
             app.cache_record(&app.root_cache, digest, k.clone(), generation);
             k
         }
@@ -333,7 +333,9 @@ pub async fn authenticate_root(app: &App, cred: &str) -> Result<Principal, ApiEr
         )
         .presented());
     }
-    app.record_use(Use::Root(key.id.clone(), now));
+    if key.should_send_use(now) {
+        app.record_use(Use::Root(key.id.clone(), now));
+    }
     Ok(Principal { root_key: key })
 }
 
