@@ -52,7 +52,7 @@ pub(crate) fn encode_scopes(scopes: &[String]) -> String {
     scopes.join(" ")
 }
 
-fn decode_scopes(text: &str) -> Vec<String> {
+pub(crate) fn decode_scopes(text: &str) -> Vec<String> {
     text.split_whitespace().map(str::to_owned).collect()
 }
 
@@ -60,7 +60,7 @@ pub(crate) fn encode_metadata(value: &serde_json::Value) -> Result<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(format!("metadata: {e}")))
 }
 
-fn decode_metadata(id: &str, text: &str) -> Result<serde_json::Value> {
+pub(crate) fn decode_metadata(id: &str, text: &str) -> Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("key {id}: metadata: {e}")))
 }
 
@@ -154,6 +154,26 @@ where
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal, $touch_keys:expr, $touch_roots:expr) => {
         impl $store {
+            /// Looks a key up by digest through sqlx.
+            async fn sqlx_key_by_digest(&self, digest: &[u8]) -> $crate::Result<Option<$crate::ApiKey>> {
+                let row = sqlx::query($crate::sql::KEY_BY_DIGEST)
+                    .bind(digest)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::common::db_err)?;
+                row.as_ref().map($crate::common::api_key).transpose()
+            }
+
+            /// Looks a root key up by digest through sqlx.
+            async fn sqlx_root_key_by_digest(&self, digest: &[u8]) -> $crate::Result<Option<$crate::RootKey>> {
+                let row = sqlx::query($crate::sql::ROOT_KEY_BY_DIGEST)
+                    .bind(digest)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::common::db_err)?;
+                row.as_ref().map($crate::common::root_key).transpose()
+            }
+
             /// Records uses in one statement per chunk: `[[id, at], ...]`
             /// as JSON, joined against the table by the backend's SQL.
             async fn touch(&self, sql: &'static str, uses: &[(String, i64)]) -> $crate::Result<()> {
@@ -269,12 +289,7 @@ macro_rules! impl_store {
                 &self,
                 digest: &[u8],
             ) -> $crate::Result<Option<$crate::RootKey>> {
-                let row = sqlx::query($crate::sql::ROOT_KEY_BY_DIGEST)
-                    .bind(digest)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::common::db_err)?;
-                row.as_ref().map($crate::common::root_key).transpose()
+                self.lookup_root_key(digest).await
             }
 
             async fn list_root_keys(
@@ -329,12 +344,7 @@ macro_rules! impl_store {
             }
 
             async fn key_by_digest(&self, digest: &[u8]) -> $crate::Result<Option<$crate::ApiKey>> {
-                let row = sqlx::query($crate::sql::KEY_BY_DIGEST)
-                    .bind(digest)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::common::db_err)?;
-                row.as_ref().map($crate::common::api_key).transpose()
+                self.lookup_key(digest).await
             }
 
             async fn get_key(&self, id: &str) -> $crate::Result<$crate::ApiKey> {

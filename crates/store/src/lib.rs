@@ -12,6 +12,7 @@ mod common;
 mod postgres;
 mod sql;
 mod sqlite;
+mod sqlite_read;
 pub mod testing;
 
 pub use postgres::PgStore;

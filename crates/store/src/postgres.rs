@@ -59,6 +59,16 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    async fn lookup_key(&self, digest: &[u8]) -> Result<Option<crate::ApiKey>> {
+        self.sqlx_key_by_digest(digest).await
+    }
+
+    async fn lookup_root_key(&self, digest: &[u8]) -> Result<Option<crate::RootKey>> {
+        self.sqlx_root_key_by_digest(digest).await
+    }
+}
+
 impl_store!(
     PgStore,
     Postgres,

@@ -90,8 +90,6 @@ pub(crate) const REVOKE_ROOT_KEY: &str = "UPDATE root_keys SET revoked_at = $2 \
 
 pub(crate) const COUNT_ROOT_KEYS: &str = "SELECT COUNT(*) FROM root_keys";
 
-/// `$1` = id, `$2` = at.
-
 // ---- api keys -----------------------------------------------------------
 
 pub(crate) const INSERT_KEY: &str = concat!(
@@ -177,7 +175,6 @@ pub(crate) const ROTATE_OLD_KEY: &str = concat!(
 
 pub(crate) const DELETE_KEY: &str = "DELETE FROM api_keys WHERE id = $1";
 
-/// `$1` = id, `$2` = at.
 /// Batched `last_used_at` updates: `$1` is a JSON array of `[id, at]`.
 /// Each backend unpacks it its own way; the rest is shared.
 macro_rules! touch {

@@ -20,6 +20,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Hot-path reads on a file database; `None` in memory, where only
+    /// sqlx's connections can see the data.
+    readers: Option<std::sync::Arc<crate::sqlite_read::Readers>>,
 }
 
 impl SqliteStore {
@@ -57,8 +60,12 @@ impl SqliteStore {
                 .idle_timeout(None)
                 .max_lifetime(None);
         }
+        let readers = (!in_memory).then(|| {
+            let path = options.get_filename().to_path_buf();
+            std::sync::Arc::new(crate::sqlite_read::Readers::new(path, BUSY_TIMEOUT))
+        });
         let pool = pool.connect_with(options).await.map_err(db_err)?;
-        Ok(Self { pool })
+        Ok(Self { pool, readers })
     }
 
     /// The underlying pool.
@@ -89,6 +96,22 @@ impl SqliteStore {
 
 fn is_in_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
+}
+
+impl SqliteStore {
+    async fn lookup_key(&self, digest: &[u8]) -> Result<Option<crate::ApiKey>> {
+        match &self.readers {
+            Some(r) => r.key_by_digest(digest),
+            None => self.sqlx_key_by_digest(digest).await,
+        }
+    }
+
+    async fn lookup_root_key(&self, digest: &[u8]) -> Result<Option<crate::RootKey>> {
+        match &self.readers {
+            Some(r) => r.root_key_by_digest(digest),
+            None => self.sqlx_root_key_by_digest(digest).await,
+        }
+    }
 }
 
 impl_store!(

@@ -1,0 +1,157 @@
+//! The SQLite store's hot-path reads (a key by its digest), on plain
+//! rusqlite connections called in place. sqlx runs each SQLite statement
+//! on a worker thread of its own and answers over a channel; for a lookup
+//! that takes SQLite a few microseconds, those hand-offs cost ten times the
+//! work. Writes and everything else stay on sqlx.
+//!
+//! The readers see every committed write at once: WAL readers start a new
+//! snapshot with each statement outside a transaction.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row};
+
+use crate::common::{decode_metadata, decode_scopes};
+use crate::{ApiKey, Result, RootKey, StoreError};
+
+/// Idle reader connections kept open.
+const MAX_IDLE: usize = 8;
+
+#[derive(Debug)]
+pub(crate) struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    idle: Mutex<Vec<Connection>>,
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    StoreError::Corrupt(format!("sqlite read: {e}"))
+}
+
+impl Readers {
+    pub(crate) fn new(path: PathBuf, busy_timeout: Duration) -> Self {
+        Self {
+            path,
+            busy_timeout,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn open(&self) -> Result<Connection> {
+        // Read-write without create: a read-only handle cannot set up the
+        // WAL index if it has to; this one never writes.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI;
+        let conn = Connection::open_with_flags(&self.path, flags).map_err(err)?;
+        conn.busy_timeout(self.busy_timeout).map_err(err)?;
+        conn.set_prepared_statement_cache_capacity(8);
+        Ok(conn)
+    }
+
+    /// Runs `f` on an idle connection (or a new one), in place: on a
+    /// multi-threaded runtime the worker thread is marked as blocking
+    /// meanwhile, so that other tasks move elsewhere if a read is slow.
+    fn with<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R> {
+        let run = || {
+            let conn = match self
+                .idle
+                .lock()
+                .map_err(|_| StoreError::Corrupt("reader pool poisoned".into()))?
+                .pop()
+            {
+                Some(c) => c,
+                None => self.open()?,
+            };
+            let out = f(&conn).map_err(err);
+            if let Ok(mut idle) = self.idle.lock()
+                && idle.len() < MAX_IDLE
+            {
+                idle.push(conn);
+            }
+            out
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(run),
+            _ => run(),
+        }
+    }
+
+    pub(crate) fn key_by_digest(&self, digest: &[u8]) -> Result<Option<ApiKey>> {
+        let row = self.with(|c| {
+            c.prepare_cached(crate::sql::KEY_BY_DIGEST)?
+                .query_row([digest], raw_key)
+                .optional()
+        })?;
+        row.map(RawKey::into_key).transpose()
+    }
+
+    pub(crate) fn root_key_by_digest(&self, digest: &[u8]) -> Result<Option<RootKey>> {
+        self.with(|c| {
+            c.prepare_cached(crate::sql::ROOT_KEY_BY_DIGEST)?
+                .query_row([digest], |r| {
+                    let scopes: String = r.get("scopes")?;
+                    Ok(RootKey {
+                        id: r.get("id")?,
+                        name: r.get("name")?,
+                        start: r.get("start")?,
+                        digest: r.get("digest")?,
+                        scopes: decode_scopes(&scopes),
+                        created_at: r.get("created_at")?,
+                        revoked_at: r.get("revoked_at")?,
+                        last_used_at: r.get("last_used_at")?,
+                    })
+                })
+                .optional()
+        })
+    }
+}
+
+/// A key row before its JSON is parsed (which may fail as `Corrupt`).
+struct RawKey {
+    key: ApiKey,
+    scopes: String,
+    metadata: String,
+}
+
+impl RawKey {
+    fn into_key(self) -> Result<ApiKey> {
+        let RawKey {
+            mut key,
+            scopes,
+            metadata,
+        } = self;
+        key.scopes = decode_scopes(&scopes);
+        key.metadata = decode_metadata(&key.id, &metadata)?;
+        Ok(key)
+    }
+}
+
+fn raw_key(r: &Row<'_>) -> rusqlite::Result<RawKey> {
+    Ok(RawKey {
+        scopes: r.get("scopes")?,
+        metadata: r.get("metadata")?,
+        key: ApiKey {
+            id: r.get("id")?,
+            org_id: r.get("org_id")?,
+            name: r.get("name")?,
+            kind: r.get("kind")?,
+            environment: r.get("environment")?,
+            start: r.get("start")?,
+            digest: r.get("digest")?,
+            scopes: Vec::new(),
+            external_id: r.get("external_id")?,
+            metadata: serde_json::Value::Null,
+            created_at: r.get("created_at")?,
+            updated_at: r.get("updated_at")?,
+            expires_at: r.get("expires_at")?,
+            revoked_at: r.get("revoked_at")?,
+            revoke_reason: r.get("revoke_reason")?,
+            replaced_by: r.get("replaced_by")?,
+            rotated_from: r.get("rotated_from")?,
+            last_used_at: r.get("last_used_at")?,
+        },
+    })
+}
