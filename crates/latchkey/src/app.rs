@@ -34,23 +34,26 @@ pub enum Use {
     Root(String, i64),
 }
 
-/// A record in a node's cache, with the time its last use was sent to the
-/// recorder: a hot key sends at most one use per [`USE_PRECISION_MS`]
-/// instead of one per request.
+/// A record in a node's cache, with the time of its last use known to be
+/// recorded: a key sends at most one use per [`USE_PRECISION_MS`] to the
+/// recorder, rather than one per request, and none while the stored
+/// `last_used_at` is that recent.
 #[derive(Debug)]
 pub struct Cached<T> {
     pub record: T,
     use_sent_at: AtomicI64,
 }
 
-/// `last_used_at` is kept to this precision.
-pub const USE_PRECISION_MS: i64 = 1000;
+/// `last_used_at` is kept to this precision: a key used all the time is
+/// written once a minute, not once a request.
+pub const USE_PRECISION_MS: i64 = 60_000;
 
 impl<T> Cached<T> {
-    pub fn new(record: T) -> Self {
+    /// `last_used_at`: the record's stored last use, if any.
+    pub fn new(record: T, last_used_at: Option<i64>) -> Self {
         Self {
             record,
-            use_sent_at: AtomicI64::new(i64::MIN),
+            use_sent_at: AtomicI64::new(last_used_at.unwrap_or(i64::MIN)),
         }
     }
 

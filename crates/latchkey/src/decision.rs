@@ -78,7 +78,8 @@ async fn decide_inner(
                     ApiError::new(Code::InvalidKey, "This API key does not exist.").presented(),
                 );
             };
-            let k = Arc::new(Cached::new(k));
+            let used = k.last_used_at;
+            let k = Arc::new(Cached::new(k, used));
             app.cache_record(&app.key_cache, digest, k.clone(), generation);
             k
         }

@@ -27,6 +27,8 @@ async fn orgs(s: TestServer) {
         .await;
     assert_eq!(got.json(), org);
     for i in 0..4 {
+        // Distinct creation times, so that "newest first" has one answer.
+        tokio::time::sleep(Duration::from_millis(3)).await;
         s.post("/v1/orgs", json!({"name": format!("Org {i}")}))
             .await;
     }

@@ -315,7 +315,8 @@ pub async fn authenticate_root(app: &App, cred: &str) -> Result<Principal, ApiEr
                     ApiError::new(Code::InvalidKey, "This root key does not exist.").presented(),
                 );
             };
-            let k = Arc::new(Cached::new(k));
+            let used = k.last_used_at;
+            let k = Arc::new(Cached::new(k, used));
             app.cache_record(&app.root_cache, digest, k.clone(), generation);
             k
         }
