@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use latchkey_core::scope::ScopePolicy;
-use latchkey_store::{ApiKey, RootKey, Store};
+use latchkey_store::{ApiKey, RootKey, Store, StoreError};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, KeyKind};
@@ -86,7 +86,7 @@ pub struct App {
     pub root_cache: moka::sync::Cache<[u8; 32], Arc<Cached<RootKey>>>,
     /// Bumped whenever a cached record is forgotten, so that a cache fill
     /// that read the store before a change can tell and not cache what it
-    /// read (see [`App::cache_record`]).
+    /// read (see [`App::cached`]).
     cache_generation: AtomicU64,
     uses: mpsc::Sender<Use>,
 }
@@ -144,29 +144,66 @@ impl App {
         }
     }
 
-    /// The generation to read before looking a record up in the store.
-    pub fn cache_generation(&self) -> u64 {
-        self.cache_generation.load(Ordering::Acquire)
+    /// A key record by digest: from this node's cache, else from the store.
+    pub async fn api_key(
+        &self,
+        digest: [u8; 32],
+    ) -> Result<Option<Arc<Cached<ApiKey>>>, StoreError> {
+        self.cached(
+            &self.key_cache,
+            digest,
+            |k| k.last_used_at,
+            || self.store.key_by_digest(&digest),
+        )
+        .await
     }
 
-    /// Caches a record read from the store after [`App::cache_generation`]
-    /// answered `generation`, unless a change was made since: the record may
-    /// predate it. Checked again after the insert, for a change that lands
-    /// in between.
-    pub fn cache_record<V: Clone + Send + Sync + 'static>(
+    /// A root key record by digest: from this node's cache, else from the store.
+    pub async fn root_key(
         &self,
-        cache: &moka::sync::Cache<[u8; 32], V>,
         digest: [u8; 32],
-        value: V,
-        generation: u64,
-    ) {
-        if self.cache_generation() != generation {
-            return;
+    ) -> Result<Option<Arc<Cached<RootKey>>>, StoreError> {
+        self.cached(
+            &self.root_cache,
+            digest,
+            |k| k.last_used_at,
+            || self.store.root_key_by_digest(&digest),
+        )
+        .await
+    }
+
+    /// Answers from `cache`, else runs `fetch` and caches what it read,
+    /// unless a change was made through this node since the read began:
+    /// the record may predate it (the generation is read before the store
+    /// and checked again after the insert, for a change landing between).
+    async fn cached<T, F, Fut>(
+        &self,
+        cache: &moka::sync::Cache<[u8; 32], Arc<Cached<T>>>,
+        digest: [u8; 32],
+        last_used: fn(&T) -> Option<i64>,
+        fetch: F,
+    ) -> Result<Option<Arc<Cached<T>>>, StoreError>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
+    {
+        if let Some(hit) = cache.get(&digest) {
+            return Ok(Some(hit));
         }
-        cache.insert(digest, value);
-        if self.cache_generation() != generation {
-            cache.invalidate(&digest);
+        let generation = self.cache_generation.load(Ordering::Acquire);
+        let Some(record) = fetch().await? else {
+            return Ok(None);
+        };
+        let used = last_used(&record);
+        let entry = Arc::new(Cached::new(record, used));
+        if self.cache_generation.load(Ordering::Acquire) == generation {
+            cache.insert(digest, entry.clone());
+            if self.cache_generation.load(Ordering::Acquire) != generation {
+                cache.invalidate(&digest);
+            }
         }
+        Ok(Some(entry))
     }
 
     /// Drops the cached record of a key after a change through this node

@@ -68,21 +68,8 @@ async fn decide_inner(
     keyfmt::check(credential, &kind.prefix)
         .map_err(|e| ApiError::new(Code::InvalidFormat, e.describe()).presented())?;
     let digest = keyfmt::digest(credential);
-    let key = match app.key_cache.get(&digest) {
-        Some(k) => k,
-        None => {
-            let generation = app.cache_generation();
-            let found = app.store.key_by_digest(&digest).await?;
-            let Some(k) = found else {
-                return Err(
-                    ApiError::new(Code::InvalidKey, "This API key does not exist.").presented(),
-                );
-            };
-            let used = k.last_used_at;
-            let k = Arc::new(Cached::new(k, used));
-            app.cache_record(&app.key_cache, digest, k.clone(), generation);
-            k
-        }
+    let Some(key) = app.api_key(digest).await? else {
+        return Err(ApiError::new(Code::InvalidKey, "This API key does not exist.").presented());
     };
     let now = app.now_ms();
     if let Some(at) = key.revoked_at

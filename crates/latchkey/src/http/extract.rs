@@ -10,7 +10,7 @@ use bytes::Bytes;
 use latchkey_core::{Code, keyfmt};
 use serde::de::DeserializeOwned;
 
-use crate::app::{App, Cached, Use};
+use crate::app::{App, Use};
 use crate::config::{Credentials, ROOT_PREFIX};
 use crate::error::{ApiError, FieldError};
 use crate::service::Principal;
@@ -306,20 +306,8 @@ pub async fn authenticate_root(app: &App, cred: &str) -> Result<Principal, ApiEr
     keyfmt::check(cred, ROOT_PREFIX)
         .map_err(|e| ApiError::new(Code::InvalidFormat, e.describe()).presented())?;
     let digest = keyfmt::digest(cred);
-    let key = match app.root_cache.get(&digest) {
-        Some(k) => k,
-        None => {
-            let generation = app.cache_generation();
-            let Some(k) = app.store.root_key_by_digest(&digest).await? else {
-                return Err(
-                    ApiError::new(Code::InvalidKey, "This root key does not exist.").presented(),
-                );
-            };
-            let used = k.last_used_at;
-            let k = Arc::new(Cached::new(k, used));
-            app.cache_record(&app.root_cache, digest, k.clone(), generation);
-            k
-        }
+    let Some(key) = app.root_key(digest).await? else {
+        return Err(ApiError::new(Code::InvalidKey, "This root key does not exist.").presented());
     };
     let now = app.now_ms();
     if let Some(at) = key.revoked_at
