@@ -38,6 +38,8 @@ pub struct TestServer {
     child: Child,
     log_path: PathBuf,
     secrets: Mutex<Vec<String>>,
+    /// Whether this server made the PostgreSQL database (and drops it).
+    owns_database: bool,
     env: Vec<(String, String)>,
 }
 
@@ -130,6 +132,7 @@ impl TestServer {
             child: Command::new("true").spawn().unwrap(),
             log_path,
             secrets: Mutex::new(Vec::new()),
+            owns_database: true,
             env,
             dir,
         };
@@ -214,6 +217,29 @@ impl TestServer {
                 )
             });
         (child, url)
+    }
+
+    /// Another `latchkey serve` process on the same config and database:
+    /// a second node. It knows the secrets this one has seen so far.
+    pub fn second_node(&self) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut node = TestServer {
+            url: String::new(),
+            root_key: self.root_key.clone(),
+            database_url: self.database_url.clone(),
+            config_path: self.config_path.clone(),
+            http: self.http.clone(),
+            child: Command::new("true").spawn().unwrap(),
+            log_path: dir.path().join("server.log"),
+            secrets: Mutex::new(self.secrets.lock().unwrap().clone()),
+            owns_database: false,
+            env: self.env.clone(),
+            dir,
+        };
+        let (child, url) = node.spawn_serve();
+        node.child = child;
+        node.url = url;
+        node
     }
 
     /// Stops and restarts the server on the same database (a new port).
@@ -353,7 +379,7 @@ impl Drop for TestServer {
         if std::thread::panicking() {
             return;
         }
-        if self.database_url.starts_with("postgres") {
+        if self.owns_database && self.database_url.starts_with("postgres") {
             // Drop the test database from a thread of its own: this may run inside a runtime.
             let url = self.database_url.clone();
             let _ = std::thread::spawn(move || {
