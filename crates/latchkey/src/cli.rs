@@ -205,17 +205,9 @@ pub fn main() -> ExitCode {
         }
         Err(Failure::Refused(e)) => {
             if json {
-                let keep = axum::http::HeaderMap::new();
-                let res = crate::http::problem::render(
-                    &e,
-                    "",
-                    &latchkey_core::ids::new_id("req_"),
-                    &keep,
-                );
-                let body = rt
-                    .block_on(axum::body::to_bytes(res.into_body(), 1 << 20))
-                    .unwrap_or_default();
-                println!("{}", String::from_utf8_lossy(&body));
+                let problem =
+                    crate::http::problem::Problem::new(&e, "", &latchkey_core::ids::new_id("req_"));
+                println!("{}", serde_json::to_string(&problem).unwrap_or_default());
             } else {
                 eprintln!("error: {}: {}", e.code.as_str(), e.detail);
                 for f in &e.errors {

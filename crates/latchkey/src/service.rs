@@ -463,11 +463,18 @@ pub fn next_cursor<T>(
     }
 }
 
-pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<Page, ApiError> {
-    Ok(Page {
-        limit: page_limit(limit)? + 1,
-        cursor: cursor.map(crate::views::decode_cursor).transpose()?,
-    })
+/// The store page to ask for (one row more than shown, to learn whether
+/// another page exists) and the number of rows to show.
+pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<(Page, u32), ApiError> {
+    let limit = page_limit(limit)?;
+    let cursor = cursor.map(crate::views::decode_cursor).transpose()?;
+    Ok((
+        Page {
+            limit: limit + 1,
+            cursor,
+        },
+        limit,
+    ))
 }
 
 pub async fn patch_key(app: &App, id: &str, req: PatchKey) -> Result<ApiKey, ApiError> {

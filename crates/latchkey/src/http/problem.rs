@@ -48,6 +48,24 @@ pub struct Problem {
     pub required_scopes: Vec<String>,
 }
 
+impl Problem {
+    /// The body for `e`: what the HTTP API answers and the CLI prints with `--json`.
+    pub fn new(e: &ApiError, public_url: &str, request_id: &str) -> Problem {
+        Problem {
+            type_: format!("{public_url}/errors/{}", e.code.slug()),
+            title: e.code.title(),
+            status: e.code.status(),
+            detail: e.detail.clone(),
+            code: e.code.as_str(),
+            error: e.code.family(),
+            message: e.detail.clone(),
+            request_id: request_id.to_owned(),
+            errors: e.errors.clone(),
+            required_scopes: e.required_scopes.clone(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status =
@@ -83,19 +101,7 @@ fn challenge(e: &ApiError) -> Option<String> {
 /// Writes the final problem+json response for `e`.
 pub fn render(e: &ApiError, public_url: &str, request_id: &str, keep: &HeaderMap) -> Response {
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = Problem {
-        type_: format!("{public_url}/errors/{}", e.code.slug()),
-        title: e.code.title(),
-        status: e.code.status(),
-        detail: e.detail.clone(),
-        code: e.code.as_str(),
-        error: e.code.family(),
-        message: e.detail.clone(),
-        request_id: request_id.to_owned(),
-        errors: e.errors.clone(),
-        required_scopes: e.required_scopes.clone(),
-    };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let bytes = serde_json::to_vec(&Problem::new(e, public_url, request_id)).unwrap_or_default();
     let mut res = Response::new(Body::from(bytes));
     *res.status_mut() = status;
     let h = res.headers_mut();

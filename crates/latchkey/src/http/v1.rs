@@ -89,11 +89,8 @@ async fn list_orgs(
     Query(q): Query<ListParams>,
 ) -> Result<Json<ListPage<OrgView>>, ApiError> {
     p.require("orgs.read")?;
-    let limit = service::page_limit(q.limit)?;
-    let mut rows = app
-        .store
-        .list_orgs(&service::page(q.limit, q.cursor.as_deref())?)
-        .await?;
+    let (page, limit) = service::page(q.limit, q.cursor.as_deref())?;
+    let mut rows = app.store.list_orgs(&page).await?;
     let next_cursor = service::next_cursor(&mut rows, limit, |o| (o.created_at, o.id.as_str()));
     Ok(Json(ListPage {
         data: rows.iter().map(OrgView::from).collect(),
@@ -287,11 +284,8 @@ async fn list_root_keys(
     Query(q): Query<ListParams>,
 ) -> Result<Json<ListPage<RootKeyView>>, ApiError> {
     p.require("root_keys.read")?;
-    let limit = service::page_limit(q.limit)?;
-    let mut rows = app
-        .store
-        .list_root_keys(&service::page(q.limit, q.cursor.as_deref())?)
-        .await?;
+    let (page, limit) = service::page(q.limit, q.cursor.as_deref())?;
+    let mut rows = app.store.list_root_keys(&page).await?;
     let next_cursor = service::next_cursor(&mut rows, limit, |k| (k.created_at, k.id.as_str()));
     Ok(Json(ListPage {
         data: rows.iter().map(RootKeyView::from).collect(),
