@@ -28,12 +28,14 @@ pub enum Code {
     RateLimited,
     UsageExceeded,
     Internal,
+    BadGateway,
     Unavailable,
+    GatewayTimeout,
 }
 
 impl Code {
     /// Every code, for the error pages and the docs.
-    pub const ALL: [Code; 23] = [
+    pub const ALL: [Code; 25] = [
         Code::Valid,
         Code::InvalidRequest,
         Code::MissingKey,
@@ -56,7 +58,9 @@ impl Code {
         Code::RateLimited,
         Code::UsageExceeded,
         Code::Internal,
+        Code::BadGateway,
         Code::Unavailable,
+        Code::GatewayTimeout,
     ];
 
     pub fn status(self) -> u16 {
@@ -81,7 +85,9 @@ impl Code {
             Code::ValidationFailed => 422,
             Code::RateLimited | Code::UsageExceeded => 429,
             Code::Internal => 500,
+            Code::BadGateway => 502,
             Code::Unavailable => 503,
+            Code::GatewayTimeout => 504,
         }
     }
 
@@ -110,7 +116,9 @@ impl Code {
             Code::RateLimited => "RATE_LIMITED",
             Code::UsageExceeded => "USAGE_EXCEEDED",
             Code::Internal => "INTERNAL",
+            Code::BadGateway => "BAD_GATEWAY",
             Code::Unavailable => "UNAVAILABLE",
+            Code::GatewayTimeout => "GATEWAY_TIMEOUT",
         }
     }
 
@@ -135,6 +143,7 @@ impl Code {
             409 => "conflict",
             422 => "validation_failed",
             429 => "rate_limited",
+            502 | 504 => "upstream_error",
             503 => "unavailable",
             _ => "internal_error",
         }
@@ -154,7 +163,9 @@ impl Code {
             415 => "Unsupported Media Type",
             422 => "Unprocessable Content",
             429 => "Too Many Requests",
+            502 => "Bad Gateway",
             503 => "Service Unavailable",
+            504 => "Gateway Timeout",
             _ => "Internal Server Error",
         }
     }
@@ -249,6 +260,14 @@ impl Code {
             Code::Internal => (
                 "The server failed to handle the request.",
                 "Retry later; report the `request_id` if it persists.",
+            ),
+            Code::BadGateway => (
+                "The built-in proxy could not get an answer from the upstream API: it refused the connection or broke it off.",
+                "Check that the upstream in `[proxy] upstream` is running and reachable from latchkey.",
+            ),
+            Code::GatewayTimeout => (
+                "The upstream API did not answer within `[proxy] timeout`.",
+                "Retry later; if the upstream is slow on purpose, raise `[proxy] timeout`.",
             ),
             Code::Unavailable => (
                 "A dependency of the server (such as its database) is unavailable.",

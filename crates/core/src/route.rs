@@ -9,13 +9,13 @@
 
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Longest request-target accepted, in bytes.
 pub const MAX_TARGET_LEN: usize = 8192;
 
 /// One `[[routes]]` entry, as written in config.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     /// Empty (or containing `*`) means any method.
@@ -95,7 +95,7 @@ pub enum PathError {
     NotUtf8,
     AsciiLookalike,
     TrailingDotOrSpace,
-    AboveRoot,
+    DotSegment,
 }
 
 impl fmt::Display for PathError {
@@ -132,7 +132,7 @@ impl fmt::Display for PathError {
             Self::TrailingDotOrSpace => {
                 "A path segment ends in `.` or a space, which some servers (on Windows) strip."
             }
-            Self::AboveRoot => "The path goes above the root with `..`.",
+            Self::DotSegment => "The path has a `.` or `..` segment (maybe percent-encoded); clients remove them before sending, and servers disagree on what they mean.",
         })
     }
 }
@@ -147,7 +147,7 @@ struct Segment {
     decoded: String,
 }
 
-/// A request path read the one way latchkey accepts: dot segments resolved,
+/// A request path read the one way latchkey accepts: no dot segments,
 /// empty segments dropped, each segment decoded exactly once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalizedPath {
@@ -186,7 +186,6 @@ impl NormalizedPath {
             return Err(PathError::Semicolon);
         }
         let mut segments: Vec<Segment> = Vec::new();
-        // RFC 3986 §5.2.4: a path ending in `/`, `/.` or `/..` ends in `/`.
         let mut trailing_slash = false;
         for raw in path.split('/').skip(1) {
             trailing_slash = true;
@@ -195,12 +194,10 @@ impl NormalizedPath {
             }
             let decoded = decode_segment(raw)?;
             match decoded.as_str() {
-                "." => {}
-                ".." => {
-                    if segments.pop().is_none() {
-                        return Err(PathError::AboveRoot);
-                    }
-                }
+                // Resolving them would match one path while an upstream that
+                // reads the raw `$request_uri` (or does not decode `%2e`)
+                // serves another: refused, never resolved.
+                "." | ".." => return Err(PathError::DotSegment),
                 // Windows strips these, so `documents.` would reach `documents`.
                 d if d.ends_with(['.', ' ']) => return Err(PathError::TrailingDotOrSpace),
                 _ => {
@@ -224,10 +221,9 @@ impl NormalizedPath {
         self.segments.iter().map(|s| s.decoded.as_str())
     }
 
-    /// The path to forward to the upstream: dot segments resolved, empty
-    /// segments removed, each remaining segment exactly as the client encoded
-    /// it, trailing slash kept if the client sent one. `/a//b/./c/../d/`
-    /// gives `/a/b/d/`.
+    /// The path to forward to the upstream: empty segments removed, each
+    /// remaining segment exactly as the client encoded it, trailing slash
+    /// kept if the client sent one. `/a//b/c/` gives `/a/b/c/`.
     pub fn forward_path(&self) -> String {
         let mut out = String::new();
         for s in &self.segments {
@@ -701,8 +697,7 @@ mod tests {
     }
 
     #[test]
-    fn dot_segments_resolve() {
-        let docs = ["api", "v1", "documents"];
+    fn dot_segments_are_refused_and_empty_ones_dropped() {
         for raw in [
             "/api/v1/public/../documents",
             "/api/v1/public/%2e%2e/documents",
@@ -711,14 +706,23 @@ mod tests {
             "/api/v1/public/%2e./documents",
             "/api/v1/./documents",
             "/api/v1/%2e/documents",
-            "//api//v1///documents",
-            "/api/v1/documents/",
             "/api/v1/documents/x/..",
+            "/api/v1/documents/.",
+            "/..",
+            "/%2e%2e/api",
+            "/a/../..",
         ] {
+            assert_eq!(
+                NormalizedPath::parse(raw),
+                Err(PathError::DotSegment),
+                "{raw}"
+            );
+        }
+        let docs = ["api", "v1", "documents"];
+        for raw in ["//api//v1///documents", "/api/v1/documents/"] {
             assert_eq!(segs(raw), docs, "{raw}");
             assert_eq!(found(&api(), "GET", raw), Some(1), "{raw}");
         }
-        assert_eq!(segs("/a/./b"), ["a", "b"]);
     }
 
     #[test]
@@ -771,9 +775,9 @@ mod tests {
             ("/api/v1/documents.", PathError::TrailingDotOrSpace),
             ("/api/v1/documents%20", PathError::TrailingDotOrSpace),
             ("/api/v1/.../documents", PathError::TrailingDotOrSpace),
-            ("/..", PathError::AboveRoot),
-            ("/%2e%2e/api", PathError::AboveRoot),
-            ("/a/../..", PathError::AboveRoot),
+            ("/..", PathError::DotSegment),
+            ("/%2e%2e/api", PathError::DotSegment),
+            ("/a/../..", PathError::DotSegment),
             ("/api/v1/documents#frag", PathError::Fragment),
             ("/api/v1/status?x=#y", PathError::Fragment),
             ("http://evil/api/v1/documents", PathError::NotOriginForm),
@@ -837,16 +841,12 @@ mod tests {
     #[test]
     fn forward_path_examples() {
         for (raw, want) in [
-            ("/a//b/./c/../d/", "/a/b/d/"),
+            ("/a//b//c/d/", "/a/b/c/d/"),
             ("/", "/"),
             ("//", "/"),
-            ("/a/..", "/"),
-            ("/a/b/.", "/a/b/"),
-            ("/a/b/..", "/a/"),
             ("/a/b", "/a/b"),
             ("/a/b/", "/a/b/"),
             ("/A/%62%2ec/x%20y?q=1", "/A/%62%2ec/x%20y"),
-            ("/a/%2e%2e/b", "/b"),
         ] {
             assert_eq!(parse(raw).forward_path(), want, "{raw}");
         }
@@ -910,7 +910,7 @@ mod tests {
             }
         );
         assert_eq!(
-            t.find("DELETE", &parse("/Docs/x/../SECRET/")),
+            t.find("DELETE", &parse("/Docs//SECRET/")),
             Lookup::MethodNotAllowed {
                 allowed: vec!["GET".into(), "HEAD".into(), "PUT".into()]
             }
@@ -983,7 +983,6 @@ mod tests {
         let t = table(vec![spec(&[], "/", &[], true)]);
         assert_eq!(found(&t, "GET", "/"), Some(0));
         assert_eq!(found(&t, "GET", "//"), Some(0));
-        assert_eq!(found(&t, "GET", "/a/.."), Some(0));
         assert_eq!(found(&t, "GET", "/a"), None);
     }
 
@@ -1308,7 +1307,7 @@ mod tests {
             }
         }
         assert!(
-            resolved > 100 && refused > 100,
+            resolved >= 18 && refused > 1000,
             "{resolved} resolved, {refused} refused"
         );
     }

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use latchkey_core::scope::ScopePolicy;
-use latchkey_store::{ApiKey, RootKey, Store, StoreError};
+use latchkey_store::{ApiKey, Change, ChangeSink, RootKey, Store, StoreError};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, KeyKind};
@@ -82,13 +82,69 @@ pub struct App {
     pub scopes: ScopePolicy,
     pub master_key: MasterKey,
     pub clock: Arc<dyn Clock>,
-    pub key_cache: moka::sync::Cache<[u8; 32], Arc<Cached<ApiKey>>>,
-    pub root_cache: moka::sync::Cache<[u8; 32], Arc<Cached<RootKey>>>,
+    /// The compiled `[[routes]]`.
+    pub routes: latchkey_core::route::RouteTable,
+    /// The built-in proxy, when `[proxy] upstream` is set.
+    pub proxy: Option<crate::http::proxy::Proxy>,
+    caches: Arc<Caches>,
+    uses: mpsc::Sender<Use>,
+    /// The task following the change feed into `caches`.
+    feed: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.feed.abort();
+    }
+}
+
+/// This node's caches of key records. A record stays until the change feed
+/// says it changed (through any node), the feed is lost, or the cache
+/// lifetime (`cache.ttl`, the backstop) ends.
+pub struct Caches {
+    keys: moka::sync::Cache<[u8; 32], Arc<Cached<ApiKey>>>,
+    roots: moka::sync::Cache<[u8; 32], Arc<Cached<RootKey>>>,
     /// Bumped whenever a cached record is forgotten, so that a cache fill
     /// that read the store before a change can tell and not cache what it
     /// read (see [`App::cached`]).
-    cache_generation: AtomicU64,
-    uses: mpsc::Sender<Use>,
+    generation: AtomicU64,
+    /// Set while the change feed is down: answers come from the store.
+    bypass: AtomicBool,
+}
+
+impl Caches {
+    fn forget(&self, change: Change) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        match change {
+            Change::ApiKey(d) => self.keys.invalidate(&d),
+            Change::RootKey(d) => self.roots.invalidate(&d),
+        }
+    }
+
+    fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.keys.invalidate_all();
+        self.roots.invalidate_all();
+    }
+}
+
+impl ChangeSink for Caches {
+    fn changed(&self, change: Change) {
+        metrics::counter!("latchkey_cache_invalidations_total").increment(1);
+        self.forget(change);
+    }
+
+    fn lost(&self) {
+        self.bypass.store(true, Ordering::Release);
+        self.forget_all();
+        metrics::gauge!("latchkey_change_feed_up").set(0.0);
+    }
+
+    fn resumed(&self) {
+        self.forget_all();
+        self.bypass.store(false, Ordering::Release);
+        metrics::gauge!("latchkey_change_feed_up").set(1.0);
+    }
 }
 
 /// Longest wait before a recorded use reaches the database.
@@ -107,22 +163,35 @@ impl App {
         let (tx, rx) = mpsc::channel(USE_QUEUE);
         let ttl = config.cache.ttl.0;
         let cap = config.cache.capacity;
+        let caches = Arc::new(Caches {
+            keys: moka::sync::Cache::builder()
+                .max_capacity(cap)
+                .time_to_live(ttl)
+                .build(),
+            roots: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            generation: AtomicU64::new(0),
+            // Until the feed follows changes, nothing is cached.
+            bypass: AtomicBool::new(true),
+        });
+        let feed = {
+            let store = store.clone();
+            let sink: Arc<dyn ChangeSink> = caches.clone();
+            tokio::spawn(async move { store.follow_changes(sink).await })
+        };
         let app = Arc::new(App {
             scopes: config.scope_policy(),
+            routes: config.route_table(),
+            proxy: crate::http::proxy::Proxy::new(&config.proxy),
             config,
             store: store.clone(),
             master_key,
             clock: Arc::new(SystemClock),
-            key_cache: moka::sync::Cache::builder()
-                .max_capacity(cap)
-                .time_to_live(ttl)
-                .build(),
-            root_cache: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(ttl)
-                .build(),
-            cache_generation: AtomicU64::new(0),
+            caches,
             uses: tx,
+            feed,
         });
         let task = tokio::spawn(record_uses(store, rx));
         (app, task)
@@ -150,7 +219,7 @@ impl App {
         digest: [u8; 32],
     ) -> Result<Option<Arc<Cached<ApiKey>>>, StoreError> {
         self.cached(
-            &self.key_cache,
+            &self.caches.keys,
             digest,
             |k| k.last_used_at,
             || self.store.key_by_digest(&digest),
@@ -164,7 +233,7 @@ impl App {
         digest: [u8; 32],
     ) -> Result<Option<Arc<Cached<RootKey>>>, StoreError> {
         self.cached(
-            &self.root_cache,
+            &self.caches.roots,
             digest,
             |k| k.last_used_at,
             || self.store.root_key_by_digest(&digest),
@@ -188,18 +257,26 @@ impl App {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
     {
+        let caches = &self.caches;
+        if caches.bypass.load(Ordering::Acquire) {
+            let record = fetch().await?;
+            return Ok(record.map(|r| {
+                let used = last_used(&r);
+                Arc::new(Cached::new(r, used))
+            }));
+        }
         if let Some(hit) = cache.get(&digest) {
             return Ok(Some(hit));
         }
-        let generation = self.cache_generation.load(Ordering::Acquire);
+        let generation = caches.generation.load(Ordering::Acquire);
         let Some(record) = fetch().await? else {
             return Ok(None);
         };
         let used = last_used(&record);
         let entry = Arc::new(Cached::new(record, used));
-        if self.cache_generation.load(Ordering::Acquire) == generation {
+        if caches.generation.load(Ordering::Acquire) == generation {
             cache.insert(digest, entry.clone());
-            if self.cache_generation.load(Ordering::Acquire) != generation {
+            if caches.generation.load(Ordering::Acquire) != generation {
                 cache.invalidate(&digest);
             }
         }
@@ -207,18 +284,17 @@ impl App {
     }
 
     /// Drops the cached record of a key after a change through this node
-    /// has been written.
+    /// has been written (the change feed tells the other nodes, and this
+    /// one too, a moment later).
     pub fn forget_key(&self, key: &ApiKey) {
-        self.cache_generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(d) = <[u8; 32]>::try_from(key.digest.as_slice()) {
-            self.key_cache.invalidate(&d);
+            self.caches.forget(Change::ApiKey(d));
         }
     }
 
     pub fn forget_root_key(&self, key: &RootKey) {
-        self.cache_generation.fetch_add(1, Ordering::AcqRel);
         if let Ok(d) = <[u8; 32]>::try_from(key.digest.as_slice()) {
-            self.root_cache.invalidate(&d);
+            self.caches.forget(Change::RootKey(d));
         }
     }
 }

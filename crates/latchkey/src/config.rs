@@ -13,6 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use latchkey_core::keyfmt;
+pub use latchkey_core::route::RouteSpec;
 use latchkey_core::scope::{ScopePolicy, is_scope_token};
 
 /// Prefix of root (management) keys. Not configurable: it must never
@@ -64,8 +65,9 @@ pub struct Config {
     pub ratelimit: toml::Table,
     pub oauth: toml::Table,
     pub jwt_auth: toml::Table,
-    pub routes: Vec<toml::Table>,
-    pub proxy: toml::Table,
+    /// What each route of the protected API requires (SPEC §6).
+    pub routes: Vec<RouteSpec>,
+    pub proxy: ProxyConfig,
 }
 
 impl Default for Config {
@@ -106,7 +108,7 @@ impl Default for Config {
             oauth: toml::Table::new(),
             jwt_auth: toml::Table::new(),
             routes: Vec::new(),
-            proxy: toml::Table::new(),
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -162,9 +164,10 @@ impl Default for Scopes {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// How long a node may answer from its cache of key records. This is
-    /// the bound on how long a change made through another node may take
-    /// to reach this one (SPEC §1: 1 second).
+    /// Longest a node keeps a key record in its cache. Changes made
+    /// through any node reach every node through the change feed within
+    /// milliseconds (PostgreSQL `LISTEN`) or 100 ms (SQLite); this lifetime
+    /// is only the backstop, should a change ever escape the feed.
     pub ttl: Dur,
     /// Most key records cached per node.
     pub capacity: u64,
@@ -173,8 +176,27 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            ttl: Dur(Duration::from_secs(1)),
+            ttl: Dur(Duration::from_secs(60)),
             capacity: 100_000,
+        }
+    }
+}
+
+/// The built-in reverse proxy (SPEC §6).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// `http://host:port[/base]`; empty = no proxy.
+    pub upstream: String,
+    /// Longest wait for the upstream's response headers (502/504 beyond).
+    pub timeout: Dur,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            upstream: String::new(),
+            timeout: Dur(Duration::from_secs(30)),
         }
     }
 }
@@ -528,10 +550,12 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
-    if c.cache.ttl.0 > Duration::from_secs(60) {
+    validate_routes(c)?;
+    validate_proxy(&c.proxy)?;
+    if c.cache.ttl.0 > Duration::from_secs(3600) {
         return err(
             "cache.ttl",
-            "must be at most 60s (it bounds how long a revocation takes to reach every node)"
+            "must be at most 1h (it bounds how long a change that escaped the change feed could be ignored)"
                 .into(),
         );
     }
@@ -561,6 +585,11 @@ impl Config {
         })
     }
 
+    /// The compiled `[[routes]]` (validated with the config).
+    pub fn route_table(&self) -> latchkey_core::route::RouteTable {
+        latchkey_core::route::RouteTable::new(self.routes.clone()).unwrap_or_default()
+    }
+
     pub fn public_url(&self) -> &str {
         self.public_url.trim_end_matches('/')
     }
@@ -581,14 +610,91 @@ impl Config {
         if !self.jwt_auth.is_empty() {
             v.push("jwt_auth");
         }
-        if !self.routes.is_empty() {
-            v.push("routes");
-        }
-        if !self.proxy.is_empty() {
-            v.push("proxy");
-        }
         v
     }
+}
+
+fn err(setting: &str, message: String) -> Result<(), (String, String)> {
+    Err((setting.to_owned(), message))
+}
+
+fn validate_routes(c: &Config) -> Result<(), (String, String)> {
+    if let Err((i, e)) = latchkey_core::route::RouteTable::new(c.routes.clone()) {
+        let field = match e {
+            latchkey_core::route::RouteError::InvalidMethod(_) => "methods",
+            latchkey_core::route::RouteError::PublicWithScopes => "public",
+            _ => "path",
+        };
+        return err(&format!("routes.{i}.{field}"), e.to_string());
+    }
+    let policy = c.scope_policy();
+    for (i, r) in c.routes.iter().enumerate() {
+        let first = r
+            .path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        if crate::http::proxy::OWN_SEGMENTS
+            .iter()
+            .any(|own| first.eq_ignore_ascii_case(own))
+        {
+            return err(
+                &format!("routes.{i}.path"),
+                format!("`{}` collides with latchkey's own `/{first}` paths", r.path),
+            );
+        }
+        for (j, scope) in r.scopes.iter().enumerate() {
+            if !is_scope_token(scope) {
+                return err(
+                    &format!("routes.{i}.scopes.{j}"),
+                    format!("`{scope}` is not a valid scope"),
+                );
+            }
+            if latchkey_core::scope::is_wildcard(scope) {
+                return err(
+                    &format!("routes.{i}.scopes.{j}"),
+                    format!("`{scope}` is a wildcard; a route requires plain scopes"),
+                );
+            }
+            if !policy.catalog().is_empty() && !policy.catalog().contains_key(scope) {
+                return err(
+                    &format!("routes.{i}.scopes.{j}"),
+                    format!("`{scope}` is not in the scope catalog"),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_proxy(p: &ProxyConfig) -> Result<(), (String, String)> {
+    if p.timeout.0.is_zero() {
+        return err("proxy.timeout", "must be more than 0s".into());
+    }
+    if p.upstream.is_empty() {
+        return Ok(());
+    }
+    let bad = |why: &str| err("proxy.upstream", format!("`{}` {why}", p.upstream));
+    let Ok(uri) = p.upstream.parse::<axum::http::Uri>() else {
+        return bad("is not a URL");
+    };
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => {
+            return bad(
+                "uses https, which the built-in proxy does not speak yet; reach the upstream over http on a private network",
+            );
+        }
+        _ => return bad("must start with http://"),
+    }
+    if uri.authority().is_none_or(|a| a.host().is_empty()) {
+        return bad("has no host");
+    }
+    if uri.query().is_some() {
+        return bad("must not have a query");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

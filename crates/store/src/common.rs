@@ -501,6 +501,10 @@ macro_rules! impl_store {
             async fn touch_root_keys(&self, uses: &[(String, i64)]) -> $crate::Result<()> {
                 self.touch($touch_roots, uses).await
             }
+
+            async fn follow_changes(&self, sink: std::sync::Arc<dyn $crate::ChangeSink>) {
+                self.follow(sink).await
+            }
         }
     };
 }

@@ -8,6 +8,7 @@
 
 use async_trait::async_trait;
 
+pub mod changes;
 mod common;
 mod postgres;
 mod sql;
@@ -15,6 +16,7 @@ mod sqlite;
 mod sqlite_read;
 pub mod testing;
 
+pub use changes::{Change, ChangeSink};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -162,6 +164,9 @@ pub trait Store: Send + Sync + 'static {
     /// Records uses in one batch: `last_used_at = max(last_used_at, at)`.
     async fn touch_keys(&self, uses: &[(String, i64)]) -> Result<()>;
     async fn touch_root_keys(&self, uses: &[(String, i64)]) -> Result<()>;
+    /// Follows the changes made to key records by any node, forever,
+    /// telling `sink` (see [`changes`]).
+    async fn follow_changes(&self, sink: std::sync::Arc<dyn ChangeSink>);
 }
 
 /// Opens the store named by a `database_url`: `sqlite://path` (the file is

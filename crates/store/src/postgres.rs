@@ -47,11 +47,18 @@ impl PgStore {
     }
 
     fn migrator() -> Migrator {
-        embedded_migrator(&[(
-            1,
-            "initial",
-            include_str!("../migrations/postgres/0001_initial.sql"),
-        )])
+        embedded_migrator(&[
+            (
+                1,
+                "initial",
+                include_str!("../migrations/postgres/0001_initial.sql"),
+            ),
+            (
+                2,
+                "changes",
+                include_str!("../migrations/postgres/0002_changes.sql"),
+            ),
+        ])
     }
 
     async fn begin_write(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
@@ -60,6 +67,10 @@ impl PgStore {
 }
 
 impl PgStore {
+    async fn follow(&self, sink: std::sync::Arc<dyn crate::ChangeSink>) {
+        crate::changes::follow_postgres(self.pool.clone(), sink).await
+    }
+
     async fn lookup_key(&self, digest: &[u8]) -> Result<Option<crate::ApiKey>> {
         self.sqlx_key_by_digest(digest).await
     }

@@ -79,11 +79,18 @@ impl SqliteStore {
     }
 
     fn migrator() -> Migrator {
-        embedded_migrator(&[(
-            1,
-            "initial",
-            include_str!("../migrations/sqlite/0001_initial.sql"),
-        )])
+        embedded_migrator(&[
+            (
+                1,
+                "initial",
+                include_str!("../migrations/sqlite/0001_initial.sql"),
+            ),
+            (
+                2,
+                "changes",
+                include_str!("../migrations/sqlite/0002_changes.sql"),
+            ),
+        ])
     }
 
     /// A transaction that takes SQLite's write lock up front, so it never
@@ -99,6 +106,10 @@ fn is_in_memory(url: &str) -> bool {
 }
 
 impl SqliteStore {
+    async fn follow(&self, sink: std::sync::Arc<dyn crate::ChangeSink>) {
+        crate::changes::follow_sqlite(self.pool.clone(), sink).await
+    }
+
     async fn lookup_key(&self, digest: &[u8]) -> Result<Option<crate::ApiKey>> {
         match &self.readers {
             Some(r) => r.key_by_digest(digest),

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 use latchkey_core::{Code, keyfmt};
 use serde::de::DeserializeOwned;
@@ -149,11 +149,17 @@ pub enum Place {
 }
 
 /// Finds the one credential of a request in the places `cfg` enables
-/// (SPEC §4). `Ok(None)`: none presented. Two different credentials, an
-/// unreadable header, an empty or unsupported `Authorization` → 400.
-pub fn credential(parts: &Parts, cfg: &Credentials) -> Result<Option<(String, Place)>, ApiError> {
+/// (SPEC §4), from its headers and raw query (for forward-auth, the query
+/// of the original URI). `Ok(None)`: none presented. Two different
+/// credentials, an unreadable header, an empty or unsupported
+/// `Authorization` → 400.
+pub fn credential(
+    headers: &HeaderMap,
+    query: Option<&str>,
+    cfg: &Credentials,
+) -> Result<Option<(String, Place)>, ApiError> {
     let mut found: Vec<(String, Place)> = Vec::new();
-    let mut auth = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let mut auth = headers.get_all(header::AUTHORIZATION).iter();
     if let Some(v) = auth.next() {
         if auth.next().is_some() {
             return Err(ApiError::invalid_request(
@@ -194,7 +200,7 @@ pub fn credential(parts: &Parts, cfg: &Credentials) -> Result<Option<(String, Pl
         found.push((value.to_owned(), place));
     }
     for name in &cfg.headers {
-        let mut values = parts.headers.get_all(name.as_str()).iter();
+        let mut values = headers.get_all(name.as_str()).iter();
         if let Some(v) = values.next() {
             if values.next().is_some() {
                 return Err(ApiError::invalid_request(format!(
@@ -216,7 +222,7 @@ pub fn credential(parts: &Parts, cfg: &Credentials) -> Result<Option<(String, Pl
         }
     }
     if !cfg.query_param.is_empty()
-        && let Some(q) = parts.uri.query()
+        && let Some(q) = query
     {
         for (k, v) in form_urlencoded::parse(q.as_bytes()) {
             if k == cfg.query_param {
@@ -244,7 +250,9 @@ pub fn credential(parts: &Parts, cfg: &Credentials) -> Result<Option<(String, Pl
 impl FromRequestParts<Arc<App>> for Principal {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let Some((cred, _)) = credential(parts, &app.config.credentials)? else {
+        let Some((cred, _)) =
+            credential(&parts.headers, parts.uri.query(), &app.config.credentials)?
+        else {
             return Err(ApiError::new(
                 Code::MissingKey,
                 "This endpoint needs a root key: `Authorization: Bearer lk_root_...`.",

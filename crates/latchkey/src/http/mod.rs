@@ -1,8 +1,11 @@
 //! The HTTP server: one router, one error type, one middleware stack.
 
 pub mod extract;
+pub mod forward_auth;
+pub mod gate;
 pub mod ops;
 pub mod problem;
+pub mod proxy;
 pub mod v1;
 
 use std::sync::Arc;
@@ -23,8 +26,19 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The OpenAPI document of every `/v1` endpoint, generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, api) = api_router().split_for_parts();
-    api
+    split().1
+}
+
+/// The API's router and its OpenAPI document. axum's catch-all `{*name}`
+/// is written `{name}` in the document, as OpenAPI has it.
+fn split() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = api_router().split_for_parts();
+    let paths = std::mem::take(&mut doc.paths.paths);
+    doc.paths.paths = paths
+        .into_iter()
+        .map(|(k, v)| (k.replace("{*", "{"), v))
+        .collect();
+    (router, doc)
 }
 
 fn api_router() -> OpenApiRouter<Arc<App>> {
@@ -51,15 +65,18 @@ fn api_router() -> OpenApiRouter<Arc<App>> {
         "root_key_header",
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
     );
-    OpenApiRouter::with_openapi(doc).merge(v1::router())
+    OpenApiRouter::with_openapi(doc)
+        .merge(v1::router())
+        .merge(forward_auth::router())
 }
 
 /// The whole application as an axum router.
 pub fn router(app: Arc<App>) -> Router {
-    let (api, doc) = api_router().split_for_parts();
+    let (api, doc) = split();
     let doc = Arc::new(doc);
     api.merge(ops::router(doc))
-        .fallback(|| async { ApiError::new(latchkey_core::Code::NotFound, "No such route.") })
+        // Everything else goes to the built-in proxy (a 404 without one).
+        .fallback(proxy::handle)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("handler panicked");

@@ -172,7 +172,13 @@ pub async fn finish(State(app): State<Arc<App>>, mut req: Request, next: Next) -
         code = Some(e.code);
         let keep = res.headers().clone();
         res = render(&e, app.config.public_url(), &request_id, &keep);
-    } else if res.status().as_u16() >= 400 && !is_problem(res.headers()) {
+    } else if res.status().as_u16() >= 400
+        && !is_problem(res.headers())
+        && res
+            .extensions()
+            .get::<super::proxy::FromUpstream>()
+            .is_none()
+    {
         let (e, keep) = from_framework(res).await;
         code = Some(e.code);
         res = render(&e, app.config.public_url(), &request_id, &keep);

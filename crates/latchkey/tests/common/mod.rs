@@ -10,6 +10,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod upstream;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -21,6 +23,45 @@ use serde_json::{Value, json};
 pub const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 pub const MASTER_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 pub const PUBLIC_URL: &str = "http://latchkey.test";
+
+/// The `[[routes]]` of a small documents API, for the protection tests.
+pub const ROUTES: &str = r#"
+[scopes.catalog]
+"documents.read" = "Read documents"
+"documents.write" = "Write documents"
+
+[[routes]]
+methods = ["GET"]
+path = "/api/v1/status"
+public = true
+
+[[routes]]
+methods = ["GET"]
+path = "/api/v1/documents"
+scopes = ["documents.read"]
+
+[[routes]]
+methods = ["POST"]
+path = "/api/v1/documents"
+scopes = ["documents.write"]
+
+[[routes]]
+path = "/api/v1/documents/{id}"
+scopes = ["documents.read"]
+
+[[routes]]
+methods = ["PUT", "POST"]
+path = "/api/v1/uploads/*"
+scopes = ["documents.write"]
+
+[[routes]]
+path = "/slow/*"
+public = true
+
+[[routes]]
+path = "/missing/*"
+public = true
+"#;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

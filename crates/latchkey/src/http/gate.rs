@@ -1,0 +1,136 @@
+//! Protecting an API (SPEC §6): the `[[routes]]` gate shared by
+//! `/v1/forward-auth` (nginx `auth_request`, Traefik ForwardAuth, Envoy
+//! `ext_authz`) and the built-in proxy. A request is matched to a route on
+//! its normalized path (latchkey_core::route), then its credential goes
+//! through the one decision engine with the route's scopes.
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use latchkey_core::Code;
+use latchkey_core::route::{Lookup, NormalizedPath};
+
+use super::extract::credential;
+use crate::app::App;
+use crate::decision::{self, Grant};
+use crate::error::ApiError;
+
+/// Headers latchkey sets for the upstream; a client may never send them.
+pub const IDENTITY_PREFIX: &str = "x-latchkey-";
+
+pub static X_LATCHKEY_ORG: HeaderName = HeaderName::from_static("x-latchkey-org");
+pub static X_LATCHKEY_SUBJECT: HeaderName = HeaderName::from_static("x-latchkey-subject");
+pub static X_LATCHKEY_SCOPES: HeaderName = HeaderName::from_static("x-latchkey-scopes");
+pub static X_LATCHKEY_CREDENTIAL_TYPE: HeaderName =
+    HeaderName::from_static("x-latchkey-credential-type");
+pub static X_LATCHKEY_KEY_ID: HeaderName = HeaderName::from_static("x-latchkey-key-id");
+pub static X_LATCHKEY_ENVIRONMENT: HeaderName = HeaderName::from_static("x-latchkey-environment");
+
+/// A refusal with the headers that go with it (`Allow` on a 405).
+#[derive(Debug)]
+pub struct Refusal {
+    pub error: ApiError,
+    pub headers: HeaderMap,
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal {
+            error,
+            headers: HeaderMap::new(),
+        }
+    }
+}
+
+/// What the gate let through.
+#[derive(Debug)]
+pub enum Passed {
+    /// A `public = true` route: no credential was looked at.
+    Public,
+    Granted(Grant),
+}
+
+impl Passed {
+    /// The identity headers for the upstream (none on a public route).
+    pub fn identity_headers(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        let Passed::Granted(g) = self else {
+            return h;
+        };
+        let k = &g.key;
+        let subject = k.external_id.as_deref().unwrap_or(&k.id);
+        for (name, value) in [
+            (&X_LATCHKEY_ORG, k.org_id.as_str()),
+            (&X_LATCHKEY_SUBJECT, subject),
+            (&X_LATCHKEY_SCOPES, &k.scopes.join(" ")),
+            (&X_LATCHKEY_CREDENTIAL_TYPE, "api_key"),
+            (&X_LATCHKEY_KEY_ID, k.id.as_str()),
+            (&X_LATCHKEY_ENVIRONMENT, k.environment.as_str()),
+        ] {
+            // Values are ids, scope tokens and names checked at creation;
+            // one that is not a valid header value is left out, not sent raw.
+            if let Ok(v) = HeaderValue::from_bytes(value.as_bytes()) {
+                h.insert(name.clone(), v);
+            }
+        }
+        h
+    }
+}
+
+/// Refuses a request that carries its own `X-Latchkey-*` header: behind
+/// forward-auth, a proxy that copies only the headers latchkey answers
+/// with would pass such a header on to the upstream as if latchkey had set it.
+pub fn refuse_identity_headers(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers
+        .keys()
+        .find(|n| n.as_str().starts_with(IDENTITY_PREFIX))
+    {
+        Some(name) => Err(ApiError::invalid_request(format!(
+            "The request carries a `{name}` header; X-Latchkey-* headers are set by latchkey only."
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Decides on a request to the protected API: `method` and `target` are
+/// the original request's, `headers` carry its credential.
+pub async fn decide(
+    app: &App,
+    method: &str,
+    target: &NormalizedPath,
+    headers: &HeaderMap,
+) -> Result<Passed, Refusal> {
+    let route = match app.routes.find(method, target) {
+        Lookup::Found(m) => m.route,
+        Lookup::MethodNotAllowed { allowed } => {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&allowed.join(", ")) {
+                headers.insert(header::ALLOW, v);
+            }
+            return Err(Refusal {
+                error: ApiError::new(
+                    Code::MethodNotAllowed,
+                    format!(
+                        "{method} is not allowed on this path; it accepts {}.",
+                        allowed.join(", ")
+                    ),
+                ),
+                headers,
+            });
+        }
+        Lookup::NotFound => {
+            return Err(ApiError::new(Code::NotFound, "No route matches this path.").into());
+        }
+        Lookup::Ambiguous { .. } => {
+            return Err(ApiError::invalid_request(
+                "This path reaches different routes depending on letter case or percent-encoding; spell it as the API does.",
+            )
+            .into());
+        }
+    };
+    if route.public {
+        return Ok(Passed::Public);
+    }
+    let presented = credential(headers, target.query(), &app.config.credentials)?;
+    let cred = presented.map(|(c, _)| c).unwrap_or_default();
+    let grant = decision::decide(app, &cred, &route.scopes, &app.config.environment).await?;
+    Ok(Passed::Granted(grant))
+}
