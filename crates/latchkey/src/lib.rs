@@ -11,5 +11,6 @@ pub mod crypto;
 pub mod decision;
 pub mod error;
 pub mod http;
+pub mod ratelimit;
 pub mod service;
 pub mod views;
