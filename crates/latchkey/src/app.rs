@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::config::{Config, KeyKind};
 use crate::crypto::MasterKey;
+use crate::ratelimit::{Limiter, MemoryLimiter, RedisLimiter};
 
 /// Milliseconds since the Unix epoch, from a clock that can be replaced.
 pub trait Clock: Send + Sync + 'static {
@@ -86,6 +87,14 @@ pub struct App {
     pub routes: latchkey_core::route::RouteTable,
     /// The built-in proxy, when `[proxy] upstream` is set.
     pub proxy: Option<crate::http::proxy::Proxy>,
+    /// Where rate limits are counted (`[ratelimit] backend`).
+    pub limiter: Arc<dyn Limiter>,
+    /// Client addresses over `failed_auth_per_ip`, until when (ms): a
+    /// node that saw the limit reached refuses them without asking the
+    /// limiter, so valid requests cost no extra round trip.
+    pub blocked_ips: moka::sync::Cache<std::net::IpAddr, i64>,
+    /// `trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     caches: Arc<Caches>,
     uses: mpsc::Sender<Use>,
     /// The task following the change feed into `caches`.
@@ -181,7 +190,23 @@ impl App {
             let sink: Arc<dyn ChangeSink> = caches.clone();
             tokio::spawn(async move { store.follow_changes(sink).await })
         };
+        let limiter = limiter(&config);
+        let trusted_proxies = config
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| {
+                p.parse::<ipnet::IpNet>()
+                    .ok()
+                    .or_else(|| p.parse::<std::net::IpAddr>().ok().map(Into::into))
+            })
+            .collect();
         let app = Arc::new(App {
+            limiter,
+            blocked_ips: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
+            trusted_proxies,
             scopes: config.scope_policy(),
             routes: config.route_table(),
             proxy: crate::http::proxy::Proxy::new(&config.proxy),
@@ -297,6 +322,21 @@ impl App {
             self.caches.forget(Change::RootKey(d));
         }
     }
+}
+
+/// The configured rate-limit backend. Redis is connected lazily, so a node
+/// starts (and applies `on_redis_failure`) while Redis is down.
+fn limiter(config: &Config) -> Arc<dyn Limiter> {
+    let r = &config.ratelimit;
+    if r.backend == "redis" {
+        match RedisLimiter::connect_lazy(&r.redis_url, r.on_redis_failure, r.redis_timeout.0) {
+            Ok(l) => return Arc::new(l),
+            Err(e) => {
+                tracing::error!(error = %e, "rate limits: cannot use Redis; counting in memory")
+            }
+        }
+    }
+    Arc::new(MemoryLimiter::new())
 }
 
 async fn record_uses(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Use>) {

@@ -450,7 +450,16 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
         } => {
             let env = environment.unwrap_or_else(|| app.config.environment.clone());
             let required = scopes.as_deref().map(split_scopes).unwrap_or_default();
-            let res = crate::decision::decide(app, credential.trim(), &required, &env).await;
+            let res = crate::decision::decide(
+                app,
+                crate::decision::Ask {
+                    credential: credential.trim(),
+                    required_scopes: &required,
+                    environment: &env,
+                    ip: None,
+                },
+            )
+            .await;
             let answer = VerifyAnswer::from_decision(res)?;
             let valid = answer.valid;
             print(json, &answer, || {

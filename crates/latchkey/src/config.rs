@@ -40,6 +40,7 @@ const TOP_LEVEL: &[&str] = &[
     "routes",
     "proxy",
     "cache",
+    "trusted_proxies",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,7 +63,11 @@ pub struct Config {
     pub key_kinds: Vec<KeyKind>,
     pub scopes: Scopes,
     pub cache: CacheConfig,
-    pub ratelimit: toml::Table,
+    pub ratelimit: RateLimitConfig,
+    /// CIDRs of the proxies in front of latchkey: from a peer in this list,
+    /// the client address is read from `X-Forwarded-For` (the right-most
+    /// address that is not itself a trusted proxy).
+    pub trusted_proxies: Vec<String>,
     pub oauth: toml::Table,
     pub jwt_auth: toml::Table,
     /// What each route of the protected API requires (SPEC §6).
@@ -104,7 +109,8 @@ impl Default for Config {
             ],
             scopes: Scopes::default(),
             cache: CacheConfig::default(),
-            ratelimit: toml::Table::new(),
+            ratelimit: RateLimitConfig::default(),
+            trusted_proxies: Vec::new(),
             oauth: toml::Table::new(),
             jwt_auth: toml::Table::new(),
             routes: Vec::new(),
@@ -179,6 +185,67 @@ impl Default for CacheConfig {
             ttl: Dur(Duration::from_secs(60)),
             capacity: 100_000,
         }
+    }
+}
+
+/// Rate limits (SPEC §2 `[ratelimit]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// `memory` (per node) or `redis` (shared by every node).
+    pub backend: String,
+    #[serde(serialize_with = "masked_url")]
+    pub redis_url: String,
+    /// While Redis is unreachable: `open` (allow, unlimited) or `closed`
+    /// (refuse with 429). Either way each failure is counted and logged.
+    pub on_redis_failure: crate::ratelimit::OnFailure,
+    /// Longest wait for Redis on a request.
+    pub redis_timeout: Dur,
+    /// Per credential, unless the key has its own. None: unlimited.
+    pub default: Option<QuotaConfig>,
+    /// Failed authentications per client IP. None: unlimited.
+    pub failed_auth_per_ip: Option<QuotaConfig>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            backend: "memory".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            on_redis_failure: crate::ratelimit::OnFailure::Open,
+            redis_timeout: Dur(Duration::from_millis(250)),
+            default: None,
+            failed_auth_per_ip: None,
+        }
+    }
+}
+
+/// `{ limit = 1000, window = "60s" }`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    pub limit: u32,
+    pub window: Dur,
+}
+
+impl QuotaConfig {
+    pub fn quota(&self) -> crate::ratelimit::Quota {
+        crate::ratelimit::Quota {
+            limit: self.limit,
+            window: self.window.0,
+        }
+    }
+}
+
+/// Serializes a URL with its password masked.
+fn masked_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    match url.split_once("://") {
+        Some((scheme, rest)) if rest.contains('@') => {
+            let (userinfo, host) = rest.split_once('@').unwrap_or_default();
+            let user = userinfo.split(':').next().unwrap_or_default();
+            s.serialize_str(&format!("{scheme}://{user}:********@{host}"))
+        }
+        _ => s.serialize_str(url),
     }
 }
 
@@ -552,6 +619,15 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     validate_routes(c)?;
     validate_proxy(&c.proxy)?;
+    validate_ratelimit(&c.ratelimit)?;
+    for (i, p) in c.trusted_proxies.iter().enumerate() {
+        if p.parse::<ipnet::IpNet>().is_err() && p.parse::<std::net::IpAddr>().is_err() {
+            return err(
+                &format!("trusted_proxies.{i}"),
+                format!("`{p}` is not an IP address or CIDR"),
+            );
+        }
+    }
     if c.cache.ttl.0 > Duration::from_secs(3600) {
         return err(
             "cache.ttl",
@@ -601,9 +677,6 @@ impl Config {
     /// The sections accepted and validated now but acted on by later work.
     pub fn inactive_sections(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if !self.ratelimit.is_empty() {
-            v.push("ratelimit");
-        }
         if !self.oauth.is_empty() {
             v.push("oauth");
         }
@@ -663,6 +736,43 @@ fn validate_routes(c: &Config) -> Result<(), (String, String)> {
                     format!("`{scope}` is not in the scope catalog"),
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+fn validate_ratelimit(r: &RateLimitConfig) -> Result<(), (String, String)> {
+    match r.backend.as_str() {
+        "memory" => {}
+        "redis" => {
+            if redis::Client::open(r.redis_url.as_str()).is_err() {
+                return err(
+                    "ratelimit.redis_url",
+                    "is not a Redis URL like redis://127.0.0.1:6379".into(),
+                );
+            }
+        }
+        other => {
+            return err(
+                "ratelimit.backend",
+                format!("`{other}` is not `memory` or `redis`"),
+            );
+        }
+    }
+    if r.redis_timeout.0.is_zero() || r.redis_timeout.0 > Duration::from_secs(10) {
+        return err("ratelimit.redis_timeout", "must be 1ms to 10s".into());
+    }
+    for (name, q) in [
+        ("default", &r.default),
+        ("failed_auth_per_ip", &r.failed_auth_per_ip),
+    ] {
+        if let Some(q) = q
+            && crate::ratelimit::Quota::new(q.limit, q.window.0).is_none()
+        {
+            return err(
+                &format!("ratelimit.{name}"),
+                "needs limit >= 1 and a window of 1ms to 10 years".into(),
+            );
         }
     }
     Ok(())

@@ -1,33 +1,56 @@
 //! The decision engine: one answer for a presented credential, whichever
-//! way it arrived (`/v1/verify` now; forward-auth and the proxy reuse it).
-//! Order: shape (no lookup), lookup (cached), revocation, expiry,
-//! environment, scopes.
+//! way it arrived (`/v1/verify`, forward-auth, the proxy).
+//! Order: client IP not blocked for failed authentications; shape (no
+//! lookup); lookup (cached); revocation; expiry; IP allowlist; the
+//! credential's rate limit (every decision from here on counts);
+//! environment; scopes; usage credits (only a request that passed
+//! everything else spends one).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use latchkey_core::{Code, keyfmt};
-use latchkey_store::ApiKey;
+use latchkey_store::{ApiKey, Spend};
 
 use crate::app::{App, Cached, Use};
 use crate::config::ROOT_PREFIX;
 use crate::error::ApiError;
+use crate::ratelimit::{Outcome, Quota, fallback};
 use crate::views::rfc3339;
+
+/// What is asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask<'a> {
+    pub credential: &'a str,
+    pub required_scopes: &'a [String],
+    pub environment: &'a str,
+    /// The client's address, for `ip_allowlist` and `failed_auth_per_ip`.
+    pub ip: Option<IpAddr>,
+}
 
 /// A credential that passed every check.
 #[derive(Debug, Clone)]
 pub struct Grant {
     pub key: Arc<Cached<ApiKey>>,
+    /// The rate limit counted, if one applies.
+    pub ratelimit: Option<Outcome>,
+    /// Usage credits left, if the key has credits.
+    pub remaining: Option<i64>,
 }
 
-/// Decides on `credential` for `required_scopes` in `environment`.
-pub async fn decide(
-    app: &App,
-    credential: &str,
-    required_scopes: &[String],
-    environment: &str,
-) -> Result<Grant, ApiError> {
+/// Decides on `ask`.
+pub async fn decide(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
     let started = std::time::Instant::now();
-    let res = decide_inner(app, credential, required_scopes, environment).await;
+    if let Some(e) = blocked(app, ask.ip) {
+        metrics::counter!("latchkey_decisions_total", "code" => e.code.as_str()).increment(1);
+        return Err(e);
+    }
+    let res = decide_inner(app, ask).await;
+    if let Err(e) = &res
+        && e.code.is_bad_credential()
+    {
+        count_failure(app, ask.ip).await;
+    }
     let code = match &res {
         Ok(_) => Code::Valid,
         Err(e) => e.code,
@@ -38,12 +61,59 @@ pub async fn decide(
     res
 }
 
-async fn decide_inner(
-    app: &App,
-    credential: &str,
-    required_scopes: &[String],
-    environment: &str,
-) -> Result<Grant, ApiError> {
+/// A refusal for an address over `failed_auth_per_ip`, known to this node.
+fn blocked(app: &App, ip: Option<IpAddr>) -> Option<ApiError> {
+    let quota = app.config.ratelimit.failed_auth_per_ip?.quota();
+    let until = app.blocked_ips.get(&ip?)?;
+    let left = until - app.now_ms();
+    if left <= 0 {
+        return None;
+    }
+    let wait = std::time::Duration::from_millis(u64::try_from(left).unwrap_or(0));
+    Some(ApiError::rate_limited(
+        Outcome {
+            allowed: false,
+            limit: quota.limit,
+            remaining: 0,
+            reset: wait,
+            retry_after: Some(wait),
+        },
+        "Too many failed authentications from this address; retry later.",
+    ))
+}
+
+/// Counts a failed authentication against the client's address.
+async fn count_failure(app: &App, ip: Option<IpAddr>) {
+    let (Some(q), Some(ip)) = (app.config.ratelimit.failed_auth_per_ip, ip) else {
+        return;
+    };
+    let outcome = limit(app, &format!("ip:{ip}"), q.quota()).await;
+    if !outcome.allowed {
+        let wait = outcome.retry_after.unwrap_or(outcome.reset);
+        let until = app.now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        app.blocked_ips.insert(ip, until);
+    }
+}
+
+/// Spends one unit of `quota` for `key`; a backend failure gives the
+/// configured fallback (`on_redis_failure`).
+async fn limit(app: &App, key: &str, quota: Quota) -> Outcome {
+    match app.limiter.check(key, quota, 1).await {
+        Ok(o) => o,
+        Err(_) => {
+            metrics::counter!("latchkey_ratelimit_fallbacks_total").increment(1);
+            fallback(quota, app.config.ratelimit.on_redis_failure)
+        }
+    }
+}
+
+async fn decide_inner(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
+    let Ask {
+        credential,
+        required_scopes,
+        environment,
+        ip,
+    } = ask;
     if credential.is_empty() {
         return Err(ApiError::new(Code::MissingKey, "No credential was given."));
     }
@@ -99,16 +169,74 @@ async fn decide_inner(
     if key.should_send_use(now) {
         app.record_use(Use::Key(key.id.clone(), now));
     }
+    if !crate::limits::allowed_from(&key.ip_allowlist, ip) {
+        let detail = match ip {
+            Some(ip) => format!("This API key cannot be used from {ip}."),
+            None => {
+                "This API key is limited to some addresses, and the client's address is unknown."
+                    .to_owned()
+            }
+        };
+        return Err(ApiError::new(Code::ForbiddenIp, detail).presented());
+    }
+    let quota = key
+        .ratelimit
+        .map(|r| Quota {
+            limit: u32::try_from(r.limit).unwrap_or(u32::MAX),
+            window: std::time::Duration::from_millis(u64::try_from(r.window_ms).unwrap_or(0)),
+        })
+        .or_else(|| app.config.ratelimit.default.map(|q| q.quota()));
+    let ratelimit = match quota {
+        Some(q) => Some(limit(app, &format!("key:{}", key.id), q).await),
+        None => None,
+    };
+    if let Some(o) = ratelimit
+        && !o.allowed
+    {
+        return Err(ApiError::rate_limited(
+            o,
+            format!(
+                "This API key is over its rate limit of {} requests per {} s.",
+                o.limit,
+                quota.map_or(0, |q| q.window.as_secs())
+            ),
+        ));
+    }
+    let refuse = |e: ApiError| e.with_ratelimit(ratelimit);
     if key.environment != environment {
         return Err(ApiError::new(
             Code::WrongEnvironment,
             format!("This is a {} key: {} keys only work in the {} environment, and this request is for {environment}.", key.environment, key.environment, key.environment),
         )
-        .presented());
+        .presented()
+        .with_ratelimit(ratelimit));
     }
     let missing = app.scopes.missing(&key.scopes, required_scopes);
     if !missing.is_empty() {
-        return Err(ApiError::insufficient_scope(missing));
+        return Err(refuse(ApiError::insufficient_scope(missing)));
     }
-    Ok(Grant { key })
+    let remaining = match key.credits {
+        None => None,
+        Some(_) => match app.store.spend_credit(&key.id, now).await {
+            Ok(Spend::Spent(n)) => Some(n),
+            Ok(Spend::Unlimited) => None,
+            Ok(Spend::Exhausted) => {
+                return Err(refuse(ApiError::new(
+                    Code::UsageExceeded,
+                    "This API key has used all its credits.",
+                )));
+            }
+            Err(latchkey_store::StoreError::NotFound) => {
+                return Err(refuse(
+                    ApiError::new(Code::InvalidKey, "This API key does not exist.").presented(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    Ok(Grant {
+        key,
+        ratelimit,
+        remaining,
+    })
 }

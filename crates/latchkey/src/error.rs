@@ -25,6 +25,9 @@ pub struct ApiError {
     /// A credential was presented (so a 401 challenge says
     /// `error="invalid_token"`, RFC 6750 §3.1).
     pub credential_presented: bool,
+    /// The rate limit counted for this request, for the `RateLimit-*`
+    /// and `Retry-After` headers.
+    pub ratelimit: Option<Box<crate::ratelimit::Outcome>>,
 }
 
 impl ApiError {
@@ -35,6 +38,7 @@ impl ApiError {
             errors: Vec::new(),
             required_scopes: Vec::new(),
             credential_presented: false,
+            ratelimit: None,
         }
     }
 
@@ -81,6 +85,20 @@ impl ApiError {
             credential_presented: true,
             ..Self::new(Code::InsufficientScope, detail)
         }
+    }
+
+    pub fn rate_limited(outcome: crate::ratelimit::Outcome, detail: impl Into<String>) -> Self {
+        Self {
+            ratelimit: Some(Box::new(outcome)),
+            ..Self::new(Code::RateLimited, detail)
+        }
+    }
+
+    pub fn with_ratelimit(mut self, outcome: Option<crate::ratelimit::Outcome>) -> Self {
+        if self.ratelimit.is_none() {
+            self.ratelimit = outcome.map(Box::new);
+        }
+        self
     }
 
     pub fn presented(mut self) -> Self {

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use crate::app::App;
 use crate::config::ROOT_PREFIX;
 use crate::error::{ApiError, FieldError};
+use crate::limits::{self, RateLimitInput, RefillInput};
 use crate::views::{DurationInput, nullable, parse_rfc3339};
 
 /// Longest name, external id.
@@ -189,6 +190,14 @@ pub struct CreateKey {
     pub metadata: Option<serde_json::Value>,
     /// The customer's own id for the key's owner; keys can be listed by it.
     pub external_id: Option<String>,
+    /// The key's own rate limit (default: `[ratelimit] default`).
+    pub ratelimit: Option<RateLimitInput>,
+    /// CIDRs the key may be used from (default: anywhere).
+    pub ip_allowlist: Option<Vec<String>>,
+    /// Usage credits; each valid use spends one (default: unlimited).
+    pub remaining: Option<i64>,
+    /// Sets `remaining` back to `amount` every `interval`.
+    pub refill: Option<RefillInput>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -206,6 +215,19 @@ pub struct PatchKey {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
     pub external_id: Option<Option<String>>,
+    /// null removes the key's own limit.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<RateLimitInput>)]
+    pub ratelimit: Option<Option<RateLimitInput>>,
+    /// `[]` allows any address.
+    pub ip_allowlist: Option<Vec<String>>,
+    /// null makes the key unlimited.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    pub remaining: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<RefillInput>)]
+    pub refill: Option<Option<RefillInput>>,
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -370,6 +392,16 @@ pub async fn create_key(
     if let Some(x) = &req.external_id {
         check_external_id(x, &mut errors);
     }
+    let ratelimit = req
+        .ratelimit
+        .as_ref()
+        .and_then(|r| limits::check_ratelimit("ratelimit", r, &mut errors));
+    let ip_allowlist = req
+        .ip_allowlist
+        .as_deref()
+        .map(|l| limits::check_allowlist("ip_allowlist", l, &mut errors))
+        .unwrap_or_default();
+    let credits = limits::new_credits(req.remaining, req.refill.as_ref(), now, &mut errors);
     done(errors)?;
     let (id, secret, digest, start) = mint(&kind.prefix);
     let key = ApiKey {
@@ -391,6 +423,9 @@ pub async fn create_key(
         replaced_by: None,
         rotated_from: None,
         last_used_at: None,
+        ratelimit,
+        ip_allowlist,
+        credits,
     };
     app.store.create_key(&key).await?;
     Ok((key, secret))
@@ -514,6 +549,15 @@ pub async fn patch_key(app: &App, id: &str, req: PatchKey) -> Result<ApiKey, Api
             }
         }
     };
+    let ratelimit = req
+        .ratelimit
+        .map(|r| r.and_then(|r| limits::check_ratelimit("ratelimit", &r, &mut errors)));
+    let ip_allowlist = req
+        .ip_allowlist
+        .as_deref()
+        .map(|l| limits::check_allowlist("ip_allowlist", l, &mut errors));
+    let credits =
+        limits::patched_credits(current.credits, req.remaining, req.refill, now, &mut errors);
     done(errors)?;
     let patch = KeyPatch {
         name: req.name.map(|n| n.trim().to_owned()),
@@ -521,6 +565,9 @@ pub async fn patch_key(app: &App, id: &str, req: PatchKey) -> Result<ApiKey, Api
         metadata: req.metadata,
         expires_at,
         external_id: req.external_id,
+        ratelimit,
+        ip_allowlist,
+        credits,
         updated_at: now,
     };
     let key = app

@@ -85,6 +85,13 @@ pub struct KeyView {
     pub replaced_by: Option<String>,
     pub rotated_from: Option<String>,
     pub last_used_at: Option<String>,
+    /// The key's own rate limit (null: the configured default applies).
+    pub ratelimit: Option<crate::limits::RateLimitView>,
+    /// CIDRs the key may be used from (empty: anywhere).
+    pub ip_allowlist: Vec<String>,
+    /// Usage credits left (null: unlimited).
+    pub remaining: Option<i64>,
+    pub refill: Option<crate::limits::RefillView>,
 }
 
 impl KeyView {
@@ -108,6 +115,10 @@ impl KeyView {
             replaced_by: k.replaced_by.clone(),
             rotated_from: k.rotated_from.clone(),
             last_used_at: k.last_used_at.map(rfc3339),
+            ratelimit: k.ratelimit.map(Into::into),
+            ip_allowlist: k.ip_allowlist.clone(),
+            remaining: k.credits.map(|c| c.remaining),
+            refill: k.credits.and_then(|c| c.refill).map(Into::into),
         }
     }
 }

@@ -142,8 +142,70 @@ where
         replaced_by: row.try_get("replaced_by")?,
         rotated_from: row.try_get("rotated_from")?,
         last_used_at: row.try_get("last_used_at")?,
+        ratelimit: key_ratelimit(
+            row.try_get("ratelimit_limit")?,
+            row.try_get("ratelimit_window_ms")?,
+        ),
+        ip_allowlist: decode_scopes(&row.try_get::<String, _>("ip_allowlist")?),
+        credits: key_credits(
+            row.try_get("remaining")?,
+            row.try_get("refill_amount")?,
+            row.try_get("refill_interval_ms")?,
+            row.try_get("refilled_at")?,
+        ),
         id,
     })
+}
+
+pub(crate) fn key_ratelimit(
+    limit: Option<i64>,
+    window_ms: Option<i64>,
+) -> Option<crate::KeyRateLimit> {
+    Some(crate::KeyRateLimit {
+        limit: limit?,
+        window_ms: window_ms?,
+    })
+}
+
+pub(crate) fn key_credits(
+    remaining: Option<i64>,
+    refill_amount: Option<i64>,
+    refill_interval_ms: Option<i64>,
+    refilled_at: Option<i64>,
+) -> Option<crate::Credits> {
+    Some(crate::Credits {
+        remaining: remaining?,
+        refill: refill_amount
+            .zip(refill_interval_ms)
+            .map(|(amount, interval_ms)| crate::Refill {
+                amount,
+                interval_ms,
+            }),
+        refilled_at: refilled_at.unwrap_or(0),
+    })
+}
+
+/// The columns of a key's limits, as bound by INSERT and UPDATE.
+pub(crate) struct LimitCols {
+    pub rl_limit: Option<i64>,
+    pub rl_window: Option<i64>,
+    pub remaining: Option<i64>,
+    pub refill_amount: Option<i64>,
+    pub refill_interval: Option<i64>,
+    pub refilled_at: Option<i64>,
+}
+
+impl LimitCols {
+    pub(crate) fn of(rl: Option<crate::KeyRateLimit>, credits: Option<crate::Credits>) -> Self {
+        Self {
+            rl_limit: rl.map(|r| r.limit),
+            rl_window: rl.map(|r| r.window_ms),
+            remaining: credits.map(|c| c.remaining),
+            refill_amount: credits.and_then(|c| c.refill).map(|r| r.amount),
+            refill_interval: credits.and_then(|c| c.refill).map(|r| r.interval_ms),
+            refilled_at: credits.map(|c| c.refilled_at),
+        }
+    }
 }
 
 /// Implements [`Store`](crate::Store) for a backend struct that has a
@@ -191,6 +253,7 @@ macro_rules! impl_store {
                 sqlx::query::Query<'static, $db, <$db as sqlx::Database>::Arguments>,
             > {
                 let metadata = $crate::common::encode_metadata(&key.metadata)?;
+                let l = $crate::common::LimitCols::of(key.ratelimit, key.credits);
                 Ok(sqlx::query($crate::sql::INSERT_KEY)
                     .bind(&key.id)
                     .bind(&key.org_id)
@@ -209,7 +272,14 @@ macro_rules! impl_store {
                     .bind(&key.revoke_reason)
                     .bind(&key.replaced_by)
                     .bind(&key.rotated_from)
-                    .bind(key.last_used_at))
+                    .bind(key.last_used_at)
+                    .bind(l.rl_limit)
+                    .bind(l.rl_window)
+                    .bind($crate::common::encode_scopes(&key.ip_allowlist))
+                    .bind(l.remaining)
+                    .bind(l.refill_amount)
+                    .bind(l.refill_interval)
+                    .bind(l.refilled_at))
             }
         }
 
@@ -406,6 +476,14 @@ macro_rules! impl_store {
                     .transpose()?;
                 let external_id: Option<&str> =
                     patch.external_id.as_ref().and_then(|e| e.as_deref());
+                let l = $crate::common::LimitCols::of(
+                    patch.ratelimit.flatten(),
+                    patch.credits.flatten(),
+                );
+                let allowlist = patch
+                    .ip_allowlist
+                    .as_deref()
+                    .map($crate::common::encode_scopes);
                 let row = sqlx::query($crate::sql::UPDATE_KEY)
                     .bind(id)
                     .bind(patch.name.as_deref())
@@ -416,6 +494,15 @@ macro_rules! impl_store {
                     .bind(patch.external_id.is_some())
                     .bind(external_id)
                     .bind(patch.updated_at)
+                    .bind(patch.ratelimit.is_some())
+                    .bind(l.rl_limit)
+                    .bind(l.rl_window)
+                    .bind(allowlist)
+                    .bind(patch.credits.is_some())
+                    .bind(l.remaining)
+                    .bind(l.refill_amount)
+                    .bind(l.refill_interval)
+                    .bind(l.refilled_at)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err($crate::common::db_err)?
@@ -492,6 +579,30 @@ macro_rules! impl_store {
                     return Err($crate::StoreError::NotFound);
                 }
                 Ok(())
+            }
+
+            async fn spend_credit(&self, id: &str, now: i64) -> $crate::Result<$crate::Spend> {
+                let row = sqlx::query($crate::sql::SPEND_CREDIT)
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::common::db_err)?;
+                if let Some(row) = row {
+                    return Ok($crate::Spend::Spent(sqlx::Row::try_get::<i64, _>(&row, 0usize)?));
+                }
+                // Nothing spent: exhausted, or the key has no credits (any more).
+                let row = sqlx::query($crate::sql::KEY_REMAINING)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err($crate::common::db_err)?
+                    .ok_or($crate::StoreError::NotFound)?;
+                let remaining: Option<i64> = sqlx::Row::try_get(&row, 0usize)?;
+                Ok(match remaining {
+                    Some(_) => $crate::Spend::Exhausted,
+                    None => $crate::Spend::Unlimited,
+                })
             }
 
             async fn touch_keys(&self, uses: &[(String, i64)]) -> $crate::Result<()> {

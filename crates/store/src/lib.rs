@@ -87,6 +87,45 @@ pub struct ApiKey {
     /// The key this one replaced at rotation.
     pub rotated_from: Option<String>,
     pub last_used_at: Option<i64>,
+    /// The key's own rate limit (else the configured default applies).
+    pub ratelimit: Option<KeyRateLimit>,
+    /// CIDRs the key may be used from; empty = anywhere.
+    pub ip_allowlist: Vec<String>,
+    /// Usage credits; `None` = unlimited.
+    pub credits: Option<Credits>,
+}
+
+/// A key's own rate limit: `limit` requests per `window_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRateLimit {
+    pub limit: i64,
+    pub window_ms: i64,
+}
+
+/// Usage credits: each valid use spends one; at every `refill.interval_ms`
+/// after `refilled_at`, `remaining` is set back to `refill.amount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credits {
+    pub remaining: i64,
+    pub refill: Option<Refill>,
+    pub refilled_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refill {
+    pub amount: i64,
+    pub interval_ms: i64,
+}
+
+/// What spending a credit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    /// One credit spent; this many are left.
+    Spent(i64),
+    /// None left.
+    Exhausted,
+    /// The key has no credits (any more): nothing to spend.
+    Unlimited,
 }
 
 /// Filters and page for listing keys. Newest first; `cursor` is the
@@ -108,6 +147,11 @@ pub struct KeyPatch {
     /// `Some(None)` clears the expiry.
     pub expires_at: Option<Option<i64>>,
     pub external_id: Option<Option<String>>,
+    /// `Some(None)` removes the key's own limit.
+    pub ratelimit: Option<Option<KeyRateLimit>>,
+    pub ip_allowlist: Option<Vec<String>>,
+    /// `Some(None)` makes the key unlimited.
+    pub credits: Option<Option<Credits>>,
     pub updated_at: i64,
 }
 
@@ -161,6 +205,9 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<ApiKey>;
     async fn delete_key(&self, id: &str) -> Result<()>;
+    /// Spends one credit of key `id` at `now`, refilling first if a refill
+    /// is due; atomic, so concurrent spends never take more than there is.
+    async fn spend_credit(&self, id: &str, now: i64) -> Result<Spend>;
     /// Records uses in one batch: `last_used_at = max(last_used_at, at)`.
     async fn touch_keys(&self, uses: &[(String, i64)]) -> Result<()>;
     async fn touch_root_keys(&self, uses: &[(String, i64)]) -> Result<()>;

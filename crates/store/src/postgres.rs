@@ -58,6 +58,11 @@ impl PgStore {
                 "changes",
                 include_str!("../migrations/postgres/0002_changes.sql"),
             ),
+            (
+                3,
+                "key limits",
+                include_str!("../migrations/postgres/0003_key_limits.sql"),
+            ),
         ])
     }
 

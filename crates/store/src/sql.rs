@@ -24,7 +24,8 @@ macro_rules! key_cols {
     () => {
         "id, org_id, name, kind, environment, start, digest, scopes, external_id, metadata, \
          created_at, updated_at, expires_at, revoked_at, revoke_reason, replaced_by, \
-         rotated_from, last_used_at"
+         rotated_from, last_used_at, ratelimit_limit, ratelimit_window_ms, ip_allowlist, \
+         remaining, refill_amount, refill_interval_ms, refilled_at"
     };
 }
 
@@ -95,7 +96,8 @@ pub(crate) const COUNT_ROOT_KEYS: &str = "SELECT COUNT(*) FROM root_keys";
 pub(crate) const INSERT_KEY: &str = concat!(
     "INSERT INTO api_keys (",
     key_cols!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,",
+    " $19, $20, $21, $22, $23, $24, $25)"
 );
 
 pub(crate) const KEY_BY_DIGEST: &str =
@@ -139,7 +141,9 @@ pub(crate) const LIST_KEYS_EXTERNAL_AFTER: &str = concat!(
 
 /// `$1` = id; `$2` name, `$3` scopes, `$4` metadata (NULL = unchanged);
 /// `$5` set expiry?, `$6` expiry; `$7` set external id?, `$8` external id;
-/// `$9` = updated_at.
+/// `$9` = updated_at; `$10` set rate limit?, `$11` limit, `$12` window;
+/// `$13` allowlist (NULL = unchanged); `$14` set credits?, `$15` remaining,
+/// `$16` refill amount, `$17` refill interval, `$18` refilled at.
 pub(crate) const UPDATE_KEY: &str = concat!(
     "UPDATE api_keys SET",
     " name = COALESCE($2, name),",
@@ -147,10 +151,34 @@ pub(crate) const UPDATE_KEY: &str = concat!(
     " metadata = COALESCE($4, metadata),",
     " expires_at = CASE WHEN $5 THEN $6 ELSE expires_at END,",
     " external_id = CASE WHEN $7 THEN $8 ELSE external_id END,",
-    " updated_at = $9",
+    " updated_at = $9,",
+    " ratelimit_limit = CASE WHEN $10 THEN $11 ELSE ratelimit_limit END,",
+    " ratelimit_window_ms = CASE WHEN $10 THEN $12 ELSE ratelimit_window_ms END,",
+    " ip_allowlist = COALESCE($13, ip_allowlist),",
+    " remaining = CASE WHEN $14 THEN $15 ELSE remaining END,",
+    " refill_amount = CASE WHEN $14 THEN $16 ELSE refill_amount END,",
+    " refill_interval_ms = CASE WHEN $14 THEN $17 ELSE refill_interval_ms END,",
+    " refilled_at = CASE WHEN $14 THEN $18 ELSE refilled_at END",
     " WHERE id = $1 RETURNING ",
     key_cols!()
 );
+
+/// `$1` = id, `$2` = now. Spends one credit, first setting `remaining`
+/// back to `refill_amount` (and moving `refilled_at` by whole intervals)
+/// when a refill is due. No row: nothing to spend (or no credits at all).
+pub(crate) const SPEND_CREDIT: &str = concat!(
+    "UPDATE api_keys SET",
+    " remaining = CASE WHEN refill_interval_ms IS NOT NULL AND $2 >= refilled_at + refill_interval_ms",
+    " THEN refill_amount - 1 ELSE remaining - 1 END,",
+    " refilled_at = CASE WHEN refill_interval_ms IS NOT NULL AND $2 >= refilled_at + refill_interval_ms",
+    " THEN refilled_at + (($2 - refilled_at) / refill_interval_ms) * refill_interval_ms",
+    " ELSE refilled_at END",
+    " WHERE id = $1 AND remaining IS NOT NULL AND (remaining > 0 OR (refill_interval_ms IS NOT NULL",
+    " AND $2 >= refilled_at + refill_interval_ms AND refill_amount > 0))",
+    " RETURNING remaining"
+);
+
+pub(crate) const KEY_REMAINING: &str = "SELECT remaining FROM api_keys WHERE id = $1";
 
 /// `$1` = id, `$2` = at, `$3` = reason. Leaves a key that already stops
 /// working at or before `at` alone.

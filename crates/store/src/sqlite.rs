@@ -90,6 +90,11 @@ impl SqliteStore {
                 "changes",
                 include_str!("../migrations/sqlite/0002_changes.sql"),
             ),
+            (
+                3,
+                "key limits",
+                include_str!("../migrations/sqlite/0003_key_limits.sql"),
+            ),
         ])
     }
 

@@ -119,6 +119,7 @@ struct RawKey {
     key: ApiKey,
     scopes: String,
     metadata: String,
+    ip_allowlist: String,
 }
 
 impl RawKey {
@@ -127,8 +128,10 @@ impl RawKey {
             mut key,
             scopes,
             metadata,
+            ip_allowlist,
         } = self;
         key.scopes = decode_scopes(&scopes);
+        key.ip_allowlist = decode_scopes(&ip_allowlist);
         key.metadata = decode_metadata(&key.id, &metadata)?;
         Ok(key)
     }
@@ -157,6 +160,18 @@ fn raw_key(r: &Row<'_>) -> rusqlite::Result<RawKey> {
             replaced_by: r.get("replaced_by")?,
             rotated_from: r.get("rotated_from")?,
             last_used_at: r.get("last_used_at")?,
+            ratelimit: crate::common::key_ratelimit(
+                r.get("ratelimit_limit")?,
+                r.get("ratelimit_window_ms")?,
+            ),
+            ip_allowlist: Vec::new(),
+            credits: crate::common::key_credits(
+                r.get("remaining")?,
+                r.get("refill_amount")?,
+                r.get("refill_interval_ms")?,
+                r.get("refilled_at")?,
+            ),
         },
+        ip_allowlist: r.get("ip_allowlist")?,
     })
 }

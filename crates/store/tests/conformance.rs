@@ -16,7 +16,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use latchkey_store::testing::{drop_postgres_test_database, postgres_url_for_tests};
-use latchkey_store::{ApiKey, KeyPatch, KeyQuery, Org, Page, RootKey, Store, StoreError};
+use latchkey_store::{
+    ApiKey, Credits, KeyPatch, KeyQuery, KeyRateLimit, Org, Page, Refill, RootKey, Spend, Store,
+    StoreError,
+};
 use serde_json::json;
 
 // ---- harness ------------------------------------------------------------
@@ -76,6 +79,8 @@ conformance!(
     delete_key,
     touch_keys_keeps_the_max,
     concurrent_rotate_revoke_update,
+    key_limits_patch,
+    spend_credits,
 );
 
 // ---- fixtures -----------------------------------------------------------
@@ -119,6 +124,9 @@ fn key(id: &str, org_id: &str, created_at: i64) -> ApiKey {
         replaced_by: None,
         rotated_from: None,
         last_used_at: None,
+        ratelimit: None,
+        ip_allowlist: Vec::new(),
+        credits: None,
     }
 }
 
@@ -339,6 +347,19 @@ async fn keys_create_and_lookup(store: Arc<dyn Store>) {
     full.replaced_by = Some("k9".to_owned());
     full.rotated_from = Some("k0".to_owned());
     full.last_used_at = Some(NOW - 5);
+    full.ratelimit = Some(KeyRateLimit {
+        limit: 100,
+        window_ms: 60_000,
+    });
+    full.ip_allowlist = vec!["10.0.0.0/8".to_owned(), "2001:db8::/32".to_owned()];
+    full.credits = Some(Credits {
+        remaining: 7,
+        refill: Some(Refill {
+            amount: 50,
+            interval_ms: 3_600_000,
+        }),
+        refilled_at: NOW - 10,
+    });
     store.create_key(&full).await.unwrap();
 
     let mut bare = key("k2", "o1", NOW + 1);
@@ -1066,4 +1087,133 @@ async fn concurrent_rotate_revoke_update(store: Arc<dyn Store>) {
     assert_eq!(successors.len(), 1);
     assert_eq!(&successors[0].id, winner);
     assert_eq!(successors[0].revoked_at, None);
+}
+
+async fn key_limits_patch(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let mut expected = key("k1", "o1", NOW);
+    store.create_key(&expected).await.unwrap();
+    let rl = KeyRateLimit {
+        limit: 5,
+        window_ms: 1000,
+    };
+    let credits = Credits {
+        remaining: 3,
+        refill: None,
+        refilled_at: NOW,
+    };
+    let got = store
+        .update_key(
+            "k1",
+            &KeyPatch {
+                ratelimit: Some(Some(rl)),
+                ip_allowlist: Some(vec!["192.0.2.0/24".to_owned()]),
+                credits: Some(Some(credits)),
+                updated_at: NOW + 1,
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    expected.ratelimit = Some(rl);
+    expected.ip_allowlist = vec!["192.0.2.0/24".to_owned()];
+    expected.credits = Some(credits);
+    expected.updated_at = NOW + 1;
+    assert_eq!(got, expected);
+    // Untouched fields stay; None clears.
+    let got = store
+        .update_key(
+            "k1",
+            &KeyPatch {
+                ratelimit: Some(None),
+                ip_allowlist: Some(Vec::new()),
+                credits: Some(None),
+                updated_at: NOW + 2,
+                ..KeyPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (got.ratelimit, got.ip_allowlist.len(), got.credits),
+        (None, 0, None)
+    );
+    assert_eq!(
+        store.spend_credit("k1", NOW).await.unwrap(),
+        Spend::Unlimited
+    );
+    assert_not_found(
+        store.spend_credit("nope", NOW).await,
+        "spend on unknown key",
+    );
+}
+
+async fn spend_credits(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let mut k = key("k1", "o1", NOW);
+    k.credits = Some(Credits {
+        remaining: 2,
+        refill: Some(Refill {
+            amount: 3,
+            interval_ms: 1000,
+        }),
+        refilled_at: NOW,
+    });
+    store.create_key(&k).await.unwrap();
+    assert_eq!(
+        store.spend_credit("k1", NOW).await.unwrap(),
+        Spend::Spent(1)
+    );
+    assert_eq!(
+        store.spend_credit("k1", NOW + 1).await.unwrap(),
+        Spend::Spent(0)
+    );
+    assert_eq!(
+        store.spend_credit("k1", NOW + 999).await.unwrap(),
+        Spend::Exhausted
+    );
+    // A refill is due: back to 3, minus this use; refilled_at moves by
+    // whole intervals (here 2.5 intervals late: to NOW + 2000).
+    assert_eq!(
+        store.spend_credit("k1", NOW + 2500).await.unwrap(),
+        Spend::Spent(2)
+    );
+    let c = store.get_key("k1").await.unwrap().credits.unwrap();
+    assert_eq!((c.remaining, c.refilled_at), (2, NOW + 2000));
+    assert_eq!(
+        store.spend_credit("k1", NOW + 2999).await.unwrap(),
+        Spend::Spent(1)
+    );
+    assert_eq!(
+        store.spend_credit("k1", NOW + 3000).await.unwrap(),
+        Spend::Spent(2)
+    );
+
+    // Concurrent spends never take more than there is.
+    let mut k2 = key("k2", "o1", NOW);
+    k2.credits = Some(Credits {
+        remaining: 25,
+        refill: None,
+        refilled_at: NOW,
+    });
+    store.create_key(&k2).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.spend_credit("k2", NOW).await.unwrap()
+        }));
+    }
+    let mut spent = Vec::new();
+    for t in tasks {
+        if let Spend::Spent(n) = t.await.unwrap() {
+            spent.push(n);
+        }
+    }
+    spent.sort_unstable();
+    assert_eq!(spent, (0..25).collect::<Vec<i64>>());
+    assert_eq!(
+        store.spend_credit("k2", NOW).await.unwrap(),
+        Spend::Exhausted
+    );
 }

@@ -17,7 +17,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use latchkey_core::route::NormalizedPath;
@@ -99,16 +101,23 @@ fn parse_target(raw: &str) -> Result<NormalizedPath, ApiError> {
         .map_err(|e| ApiError::invalid_request(format!("The original URI is refused: {e}")))
 }
 
-/// Decides on the original request; a refusal keeps its true status.
+type Peer = Option<axum::Extension<ConnectInfo<SocketAddr>>>;
+
+/// Decides on the original request; a refusal keeps its true status. A 200
+/// carries the identity and `RateLimit-*` headers.
 async fn decide(
     app: &App,
     method: &str,
     target: &NormalizedPath,
     headers: &HeaderMap,
+    peer: Peer,
 ) -> Result<HeaderMap, Refusal> {
     gate::refuse_identity_headers(headers)?;
-    let passed = gate::decide(app, method, target, headers).await?;
-    Ok(passed.identity_headers())
+    let ip = gate::client_ip(app, peer.map(|p| p.0.0), headers);
+    let passed = gate::decide(app, method, target, headers, ip).await?;
+    let mut h = passed.identity_headers();
+    h.extend(passed.ratelimit_headers());
+    Ok(h)
 }
 
 fn answer(res: Result<HeaderMap, Refusal>) -> Response {
@@ -127,9 +136,9 @@ fn answer(res: Result<HeaderMap, Refusal>) -> Response {
     responses(
         (status = 200, description = "Allowed; identity in X-Latchkey-Org, X-Latchkey-Subject, X-Latchkey-Scopes, X-Latchkey-Credential-Type, X-Latchkey-Key-Id."),
         (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn forward_auth(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+async fn forward_auth(State(app): State<Arc<App>>, peer: Peer, headers: HeaderMap) -> Response {
     let res = match original(&headers) {
-        Ok((method, target)) => decide(&app, &method, &target, &headers).await,
+        Ok((method, target)) => decide(&app, &method, &target, &headers, peer).await,
         Err(e) => Err(e.into()),
     };
     answer(res)
@@ -149,10 +158,11 @@ async fn forward_auth(State(app): State<Arc<App>>, headers: HeaderMap) -> Respon
 async fn forward_auth_nginx(
     State(app): State<Arc<App>>,
     request_id: Option<axum::Extension<RequestId>>,
+    peer: Peer,
     headers: HeaderMap,
 ) -> Response {
     let res = match original(&headers) {
-        Ok((method, target)) => decide(&app, &method, &target, &headers).await,
+        Ok((method, target)) => decide(&app, &method, &target, &headers, peer).await,
         Err(e) => Err(e.into()),
     };
     let r = match res {
@@ -214,8 +224,13 @@ async fn envoy(app: &App, req: Request) -> Response {
         rest.to_owned()
     };
     let method = req.method().as_str().to_owned();
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .cloned()
+        .map(axum::Extension);
     let res = match parse_target(&rest) {
-        Ok(target) => decide(app, &method, &target, req.headers()).await,
+        Ok(target) => decide(app, &method, &target, req.headers(), peer).await,
         Err(e) => Err(e.into()),
     };
     answer(res)

@@ -4,6 +4,8 @@
 //! its normalized path (latchkey_core::route), then its credential goes
 //! through the one decision engine with the route's scopes.
 
+use std::net::{IpAddr, SocketAddr};
+
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use latchkey_core::Code;
 use latchkey_core::route::{Lookup, NormalizedPath};
@@ -49,6 +51,16 @@ pub enum Passed {
 }
 
 impl Passed {
+    /// The `RateLimit-*` headers for the client, when a limit applied.
+    pub fn ratelimit_headers(&self) -> HeaderMap {
+        match self {
+            Passed::Granted(Grant {
+                ratelimit: Some(o), ..
+            }) => super::problem::ratelimit_headers(o),
+            _ => HeaderMap::new(),
+        }
+    }
+
     /// The identity headers for the upstream (none on a public route).
     pub fn identity_headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -90,13 +102,46 @@ pub fn refuse_identity_headers(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The client's address (SPEC §9): the peer, or, when the peer is a
+/// trusted proxy, the right-most `X-Forwarded-For` address that is not a
+/// trusted proxy itself. An unreadable `X-Forwarded-For` is not believed.
+pub fn client_ip(app: &App, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    let peer = crate::limits::canonical(peer?.ip());
+    let trusted = |ip: &IpAddr| app.trusted_proxies.iter().any(|n| n.contains(ip));
+    if !trusted(&peer) {
+        return Some(peer);
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all("x-forwarded-for") {
+        let Ok(v) = v.to_str() else {
+            return Some(peer);
+        };
+        for part in v.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => chain.push(crate::limits::canonical(ip)),
+                Err(_) => return Some(peer),
+            }
+        }
+    }
+    let mut client = peer;
+    for ip in chain.into_iter().rev() {
+        client = ip;
+        if !trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
 /// Decides on a request to the protected API: `method` and `target` are
-/// the original request's, `headers` carry its credential.
+/// the original request's, `headers` carry its credential, `ip` is the
+/// client's address.
 pub async fn decide(
     app: &App,
     method: &str,
     target: &NormalizedPath,
     headers: &HeaderMap,
+    ip: Option<IpAddr>,
 ) -> Result<Passed, Refusal> {
     let route = match app.routes.find(method, target) {
         Lookup::Found(m) => m.route,
@@ -131,6 +176,15 @@ pub async fn decide(
     }
     let presented = credential(headers, target.query(), &app.config.credentials)?;
     let cred = presented.map(|(c, _)| c).unwrap_or_default();
-    let grant = decision::decide(app, &cred, &route.scopes, &app.config.environment).await?;
+    let grant = decision::decide(
+        app,
+        decision::Ask {
+            credential: &cred,
+            required_scopes: &route.scopes,
+            environment: &app.config.environment,
+            ip,
+        },
+    )
+    .await?;
     Ok(Passed::Granted(grant))
 }

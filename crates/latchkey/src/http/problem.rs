@@ -115,7 +115,32 @@ pub fn render(e: &ApiError, public_url: &str, request_id: &str, keep: &HeaderMap
             h.insert(name, v.clone());
         }
     }
+    if let Some(o) = e.ratelimit.as_deref() {
+        h.extend(ratelimit_headers(o));
+        if let Some(secs) = o.retry_after_secs() {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+    }
     res
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (SPEC §9),
+/// sent on every decided request that a limit applied to.
+pub fn ratelimit_headers(o: &crate::ratelimit::Outcome) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        HeaderName::from_static("ratelimit-limit"),
+        HeaderValue::from(o.limit),
+    );
+    h.insert(
+        HeaderName::from_static("ratelimit-remaining"),
+        HeaderValue::from(o.remaining),
+    );
+    h.insert(
+        HeaderName::from_static("ratelimit-reset"),
+        HeaderValue::from(o.reset_secs()),
+    );
+    h
 }
 
 /// Turns a refusal the framework produced (no route, wrong method, body

@@ -195,7 +195,8 @@ async fn forward(
         return Err(ApiError::new(Code::NotFound, "No such route.").into());
     }
     let method = req.method().as_str().to_owned();
-    let passed = gate::decide(app, &method, &target, req.headers()).await?;
+    let ip = gate::client_ip(app, peer, req.headers());
+    let passed = gate::decide(app, &method, &target, req.headers(), ip).await?;
 
     let (mut parts, body) = req.into_parts();
     let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
@@ -269,6 +270,7 @@ async fn forward(
     };
     let (mut parts, body) = res.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    parts.headers.extend(passed.ratelimit_headers());
     parts.extensions.insert(FromUpstream);
     Ok(Response::from_parts(parts, Body::new(body)))
 }

@@ -356,6 +356,30 @@ pub struct VerifyAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// The credential's rate limit after this request, when one applies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratelimit: Option<RateLimitAnswer>,
+    /// Usage credits left, when the key has credits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RateLimitAnswer {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Whole seconds until the limit is fully available again.
+    pub reset: u64,
+}
+
+impl From<crate::ratelimit::Outcome> for RateLimitAnswer {
+    fn from(o: crate::ratelimit::Outcome) -> Self {
+        Self {
+            limit: o.limit,
+            remaining: o.remaining,
+            reset: o.reset_secs(),
+        }
+    }
 }
 
 /// Verify a credential for some scopes (needs a root key with `verify`).
@@ -411,7 +435,17 @@ async fn verify(
         .environment
         .as_deref()
         .unwrap_or(&app.config.environment);
-    let res = decision::decide(&app, req.credential.trim(), &req.required_scopes, env).await;
+    let ip = req.ip.as_deref().and_then(|ip| ip.parse().ok());
+    let res = decision::decide(
+        &app,
+        decision::Ask {
+            credential: req.credential.trim(),
+            required_scopes: &req.required_scopes,
+            environment: env,
+            ip,
+        },
+    )
+    .await;
     VerifyAnswer::from_decision(res).map(Json)
 }
 
@@ -436,6 +470,8 @@ impl VerifyAnswer {
                     environment: Some(k.environment.clone()),
                     expires_at: Some(k.expires_at.map(rfc3339)),
                     metadata: Some(k.metadata.clone()),
+                    ratelimit: g.ratelimit.map(Into::into),
+                    remaining: g.remaining,
                 }
             }
             Err(e) if e.code.status() >= 500 => return Err(e),
@@ -454,6 +490,8 @@ impl VerifyAnswer {
                 environment: None,
                 expires_at: None,
                 metadata: None,
+                ratelimit: e.ratelimit.map(|o| (*o).into()),
+                remaining: None,
             },
         })
     }

@@ -134,6 +134,35 @@ pub async fn database_for(backend: Backend, dir: &std::path::Path) -> Option<Str
     }
 }
 
+/// The Redis URL for tests (`LATCHKEY_TEST_REDIS_URL`, default
+/// `redis://127.0.0.1:6379`), or None when Redis is unreachable outside CI
+/// (the test prints SKIPPED); under `CI=true` an unreachable Redis fails.
+pub fn redis_for_tests() -> Option<String> {
+    let url = std::env::var("LATCHKEY_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let addr = url
+        .trim_start_matches("redis://")
+        .rsplit('@')
+        .next()
+        .unwrap_or_default()
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&addr)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
+    if reachable {
+        return Some(url);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("Redis is required under CI=true and is unreachable at {url}");
+    }
+    eprintln!("SKIPPED: Redis is unreachable at {url}");
+    None
+}
+
 impl TestServer {
     pub async fn start(backend: Backend) -> Option<TestServer> {
         Self::start_with(backend, "", &[]).await
