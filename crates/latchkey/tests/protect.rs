@@ -589,3 +589,38 @@ async fn proxy_refuses_bad_input_without_forwarding_it() {
     }
     assert_eq!(up.hits(), 0, "bad input reached the upstream");
 }
+
+/// A key in the query string (`credentials.query_param`, as some APIs
+/// document `?api_key=`) works through forward-auth and the proxy, and the
+/// proxy never passes it on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_in_the_query_string() {
+    let up = Upstream::start().await;
+    let toml = format!(
+        "[credentials]\nquery_param = \"api_key\"\n{ROUTES}\n[proxy]\nupstream = \"{}\"\n",
+        up.url()
+    );
+    let Some(s) = TestServer::start_with(Backend::Sqlite, &toml, &[]).await else {
+        return;
+    };
+    let (_, reader, _, _) = keys(&s).await;
+    let uri = format!("/api/v1/documents?page=2&api_key={reader}&sort=asc");
+    let r = fwd(&s, "/v1/forward-auth", "GET", &uri, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The query of the forward-auth request itself is not the original's.
+    let r = s
+        .send(
+            s.http
+                .get(s.at(&format!("/v1/forward-auth?api_key={reader}")))
+                .header("x-forwarded-method", "GET")
+                .header("x-forwarded-uri", "/api/v1/documents"),
+        )
+        .await;
+    r.problem(401, "MISSING_KEY");
+
+    let r = s.send(s.http.get(s.at(&uri))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let seen = r.json();
+    assert_eq!(seen["query"], "page=2&sort=asc");
+    assert!(!r.text.contains(&reader), "the key reached the upstream");
+}
