@@ -58,6 +58,11 @@ impl PgStore {
                 "changes",
                 include_str!("../migrations/postgres/0002_changes.sql"),
             ),
+            (
+                4,
+                "logs",
+                include_str!("../migrations/postgres/0004_logs.sql"),
+            ),
         ])
     }
 

@@ -90,6 +90,11 @@ impl SqliteStore {
                 "changes",
                 include_str!("../migrations/sqlite/0002_changes.sql"),
             ),
+            (
+                4,
+                "logs",
+                include_str!("../migrations/sqlite/0004_logs.sql"),
+            ),
         ])
     }
 
