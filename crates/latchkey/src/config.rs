@@ -40,6 +40,7 @@ const TOP_LEVEL: &[&str] = &[
     "routes",
     "proxy",
     "cache",
+    "logs",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +69,8 @@ pub struct Config {
     /// What each route of the protected API requires (SPEC §6).
     pub routes: Vec<RouteSpec>,
     pub proxy: ProxyConfig,
+    /// The usage log (SPEC §9 "Logs").
+    pub logs: LogsConfig,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             jwt_auth: toml::Table::new(),
             routes: Vec::new(),
             proxy: ProxyConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -197,6 +201,23 @@ impl Default for ProxyConfig {
         Self {
             upstream: String::new(),
             timeout: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// The usage log: decisions and management actions, per organization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// How long entries are kept (at least 1h); older ones are deleted
+    /// once an hour.
+    pub retention: Dur,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            retention: Dur(Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -552,6 +573,12 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     }
     validate_routes(c)?;
     validate_proxy(&c.proxy)?;
+    if c.logs.retention.0 < Duration::from_secs(3600) {
+        return err(
+            "logs.retention",
+            "must be at least 1h (entries are pruned once an hour)".into(),
+        );
+    }
     if c.cache.ttl.0 > Duration::from_secs(3600) {
         return err(
             "cache.ttl",

@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod decision;
 pub mod error;
 pub mod http;
+pub mod logs;
 pub mod ratelimit;
 pub mod service;
 pub mod views;
