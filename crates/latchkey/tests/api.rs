@@ -790,6 +790,7 @@ async fn openapi_covers_every_v1_route() {
         ("/v1/orgs", vec!["get", "post"]),
         ("/v1/orgs/{org_id}", vec!["get"]),
         ("/v1/orgs/{org_id}/keys", vec!["get", "post"]),
+        ("/v1/orgs/{org_id}/logs", vec!["get"]),
         ("/v1/keys/{key_id}", vec!["get", "patch", "delete"]),
         ("/v1/keys/{key_id}/revoke", vec!["post"]),
         ("/v1/keys/{key_id}/rotate", vec!["post"]),
