@@ -315,7 +315,6 @@ pub async fn prune(store: &dyn Store, clock: &dyn Clock, retention: Duration) ->
 /// given: each is checked, and every bad one named, by [`list`].
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
 pub struct LogFilter {
     /// Only this key's decisions and the actions on it (`key_...`).
     pub key_id: Option<String>,
