@@ -1,5 +1,5 @@
-//! The application: config, store, caches and the background recorder of
-//! key uses, shared by the HTTP server and the CLI.
+//! The application: config, store, caches and the background recorders
+//! of key uses and of the usage log, shared by the HTTP server and the CLI.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use latchkey_core::scope::ScopePolicy;
-use latchkey_store::{ApiKey, Change, ChangeSink, RootKey, Store, StoreError};
+use latchkey_store::{ApiKey, Change, ChangeSink, LogEntry, RootKey, Store, StoreError};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, KeyKind};
 use crate::crypto::MasterKey;
+use crate::logs::{ActionLog, DecisionLog};
 use crate::ratelimit::{Limiter, MemoryLimiter, RedisLimiter};
 
 /// Milliseconds since the Unix epoch, from a clock that can be replaced.
@@ -97,6 +98,8 @@ pub struct App {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     caches: Arc<Caches>,
     uses: mpsc::Sender<Use>,
+    /// The usage log's queue (see [`crate::logs`]).
+    logs: mpsc::Sender<LogEntry>,
     /// The task following the change feed into `caches`.
     feed: tokio::task::JoinHandle<()>,
 }
@@ -161,15 +164,16 @@ const USE_FLUSH_EVERY: Duration = Duration::from_secs(1);
 const USE_QUEUE: usize = 65_536;
 
 impl App {
-    /// Builds the app and starts the task that writes `last_used_at` in
-    /// batches. The returned handle finishes once the app is dropped and
-    /// the last batch is written.
+    /// Builds the app and starts the tasks that write `last_used_at` and
+    /// the usage log in batches. The returned handle finishes once the app
+    /// is dropped and the last batches are written.
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
         master_key: MasterKey,
     ) -> (Arc<App>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(USE_QUEUE);
+        let (log_tx, log_rx) = mpsc::channel(crate::logs::LOG_QUEUE);
         let ttl = config.cache.ttl.0;
         let cap = config.cache.capacity;
         let caches = Arc::new(Caches {
@@ -216,9 +220,15 @@ impl App {
             clock: Arc::new(SystemClock),
             caches,
             uses: tx,
+            logs: log_tx,
             feed,
         });
-        let task = tokio::spawn(record_uses(store, rx));
+        let uses = tokio::spawn(record_uses(store.clone(), rx));
+        let logs = tokio::spawn(crate::logs::record(store, log_rx));
+        let task = tokio::spawn(async move {
+            let _ = uses.await;
+            let _ = logs.await;
+        });
         (app, task)
     }
 
@@ -235,6 +245,25 @@ impl App {
     pub fn record_use(&self, u: Use) {
         if self.uses.try_send(u).is_err() {
             metrics::counter!("latchkey_dropped_uses_total").increment(1);
+        }
+    }
+
+    /// Logs a decision on a presented credential, without waiting: the
+    /// entry is queued for the background writer, or dropped (and counted
+    /// in `latchkey_dropped_logs_total`) when the queue is full. The path
+    /// loses its query and the user agent is cut to 256 characters here.
+    pub fn log_decision(&self, d: DecisionLog) {
+        self.queue_log(crate::logs::decision_entry(d, self.now_ms()));
+    }
+
+    /// Logs a management action, without waiting (as [`App::log_decision`]).
+    pub fn log_action(&self, a: ActionLog) {
+        self.queue_log(crate::logs::action_entry(a, self.now_ms()));
+    }
+
+    fn queue_log(&self, entry: LogEntry) {
+        if self.logs.try_send(entry).is_err() {
+            crate::logs::count_dropped(1, "queue_full");
         }
     }
 

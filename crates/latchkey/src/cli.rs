@@ -16,7 +16,7 @@ use crate::crypto::{MasterKey, Origin};
 use crate::error::ApiError;
 use crate::http::v1::VerifyAnswer;
 use crate::service;
-use crate::views::{KeyView, ListPage, NewKeyView, NewRootKeyView, OrgView, RootKeyView};
+use crate::views::{KeyView, ListPage, LogView, NewKeyView, NewRootKeyView, OrgView, RootKeyView};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +56,8 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// An organization's usage log, newest first: decisions and management actions.
+    Logs(LogsArgs),
     /// Verify a credential, as `POST /v1/verify` does. Exit 0 if valid, 1 if not.
     Verify {
         credential: String,
@@ -142,6 +144,89 @@ struct CreateKeyArgs {
     expires_in: Option<String>,
     #[arg(long)]
     external_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    #[arg(long)]
+    org: String,
+    /// Only this key's decisions and the actions on it.
+    #[arg(long)]
+    key_id: Option<String>,
+    /// Only this OAuth client's entries.
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Only decisions with this code (VALID, INVALID_KEY, KEY_REVOKED, ...).
+    #[arg(long)]
+    code: Option<String>,
+    /// An RFC 3339 time, or a duration back from now (e.g. 1h, 7d).
+    #[arg(long)]
+    since: Option<String>,
+    /// An RFC 3339 time, or a duration back from now.
+    #[arg(long)]
+    until: Option<String>,
+    /// 1 to 200 (default 50).
+    #[arg(long)]
+    limit: Option<u32>,
+    #[arg(long)]
+    cursor: Option<String>,
+}
+
+/// A time argument: RFC 3339 as is, or a duration back from `now`.
+fn time_arg(v: Option<String>, now: i64) -> Option<String> {
+    v.map(|s| match config::parse_duration(&s) {
+        Ok(d) => crate::views::rfc3339(
+            now.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        ),
+        Err(_) => s,
+    })
+}
+
+/// The log as a table: one line per entry.
+fn log_table(page: &ListPage<LogView>) -> String {
+    use crate::views::LogEventView;
+    let mut out = format!(
+        "{:<24} {:<8} {:<20} {:<6} {:<26} {:<26} {}",
+        "TIME", "KIND", "WHAT", "STATUS", "KEY/TARGET", "BY/FROM", "REQUEST"
+    );
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    for e in &page.data {
+        let (what, status, subject, by) = match &e.event {
+            LogEventView::Decision(d) => (
+                d.code.clone(),
+                d.status.to_string(),
+                d.key_id.clone().or_else(|| d.client_id.clone()),
+                d.ip.clone(),
+            ),
+            LogEventView::Action(a) => (
+                a.action.clone(),
+                String::new(),
+                a.target.clone(),
+                Some(a.actor.clone()),
+            ),
+        };
+        let kind = match &e.event {
+            LogEventView::Decision(_) => "decision",
+            LogEventView::Action(_) => "action",
+        };
+        out.push_str(&format!(
+            "\n{:<24} {:<8} {:<20} {:<6} {:<26} {:<26} {}",
+            e.time,
+            kind,
+            what,
+            status,
+            dash(&subject),
+            dash(&by),
+            dash(&e.request_id)
+        ));
+    }
+    if page.data.is_empty() {
+        out.push_str("\n(no entries)");
+    }
+    if let Some(c) = &page.next_cursor {
+        out.push_str(&format!("\nmore: --cursor {c}"));
+    }
+    out
 }
 
 /// Splits `"a b,c"` into scopes.
@@ -314,10 +399,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
 
 async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failure> {
     let now = app.now_ms();
+    let cli = service::Actor::cli();
     match cmd {
         Command::RootKeys(RootKeysCmd::Create { name, scopes }) => {
             let (k, secret) = service::create_root_key(
                 app,
+                &cli,
                 service::CreateRootKey {
                     name,
                     scopes: split_scopes(&scopes),
@@ -338,7 +425,7 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
             });
         }
         Command::Orgs(OrgsCmd::Create { name }) => {
-            let org = service::create_org(app, service::CreateOrg { name }).await?;
+            let org = service::create_org(app, &cli, service::CreateOrg { name }).await?;
             print(json, &OrgView::from(&org), || {
                 format!("Created organization {} ({})", org.id, org.name)
             });
@@ -353,7 +440,7 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                 external_id: a.external_id,
                 ..Default::default()
             };
-            let (k, secret) = service::create_key(app, &a.org, req).await?;
+            let (k, secret) = service::create_key(app, &cli, &a.org, req).await?;
             let view = NewKeyView {
                 key: secret.clone(),
                 record: KeyView::new(&k, now),
@@ -410,7 +497,7 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
             });
         }
         Command::Keys(KeysCmd::Revoke { key_id, reason }) => {
-            let k = service::revoke_key(app, &key_id, service::RevokeKey { reason }).await?;
+            let k = service::revoke_key(app, &cli, &key_id, service::RevokeKey { reason }).await?;
             let view = KeyView::new(&k, now);
             print(json, &view, || {
                 format!(
@@ -427,7 +514,7 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
             let req = service::RotateKey {
                 grace_period: duration_arg("grace-period", grace_period.as_deref())?,
             };
-            let (new, secret, old) = service::rotate_key(app, &key_id, req).await?;
+            let (new, secret, old) = service::rotate_key(app, &cli, &key_id, req).await?;
             let view = NewKeyView {
                 key: secret.clone(),
                 record: KeyView::new(&new, now),
@@ -443,6 +530,23 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                 )
             });
         }
+        Command::Logs(a) => {
+            let filter = crate::logs::LogFilter {
+                key_id: a.key_id,
+                client_id: a.client_id,
+                code: a.code,
+                since: time_arg(a.since, now),
+                until: time_arg(a.until, now),
+                cursor: a.cursor,
+                limit: a.limit.map(|n| n.to_string()),
+            };
+            let (rows, next_cursor) = crate::logs::list(app, &a.org, filter).await?;
+            let page = ListPage {
+                data: rows.iter().map(LogView::from).collect(),
+                next_cursor,
+            };
+            print(json, &page, || log_table(&page));
+        }
         Command::Verify {
             credential,
             scopes,
@@ -450,6 +554,7 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
         } => {
             let env = environment.unwrap_or_else(|| app.config.environment.clone());
             let required = scopes.as_deref().map(split_scopes).unwrap_or_default();
+            let started = std::time::Instant::now();
             let res = crate::decision::decide(
                 app,
                 crate::decision::Ask {
@@ -460,6 +565,11 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                 },
             )
             .await;
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            app.log_decision(crate::logs::DecisionLog {
+                latency_ms,
+                ..crate::logs::DecisionLog::of_credential(app, credential.trim(), &res)
+            });
             let answer = VerifyAnswer::from_decision(res)?;
             let valid = answer.valid;
             print(json, &answer, || {
@@ -524,6 +634,7 @@ async fn serve(loaded: Loaded) -> Result<ExitCode, Failure> {
         Some(
             service::create_root_key(
                 &app,
+                &service::Actor::cli(),
                 service::CreateRootKey {
                     name: "bootstrap".into(),
                     scopes: vec!["*".into()],
@@ -543,6 +654,8 @@ async fn serve(loaded: Loaded) -> Result<ExitCode, Failure> {
     if let Some((_, secret)) = bootstrap {
         println!("{}", banner(&secret, &format!("http://{bound}")));
     }
+    let retention =
+        crate::logs::spawn_retention(app.store.clone(), app.clock.clone(), c.logs.retention.0);
     let router = crate::http::router(app.clone());
     drop(app);
     let shutdown = async {
@@ -566,6 +679,7 @@ async fn serve(loaded: Loaded) -> Result<ExitCode, Failure> {
     crate::http::serve(listener, router, shutdown)
         .await
         .map_err(|e| Failure::Other(e.to_string()))?;
+    retention.abort();
     let _ = task.await;
     Ok(ExitCode::SUCCESS)
 }

@@ -41,6 +41,7 @@ const TOP_LEVEL: &[&str] = &[
     "proxy",
     "cache",
     "trusted_proxies",
+    "logs",
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -73,6 +74,8 @@ pub struct Config {
     /// What each route of the protected API requires (SPEC §6).
     pub routes: Vec<RouteSpec>,
     pub proxy: ProxyConfig,
+    /// The usage log (SPEC §9 "Logs").
+    pub logs: LogsConfig,
 }
 
 impl Default for Config {
@@ -115,6 +118,7 @@ impl Default for Config {
             jwt_auth: toml::Table::new(),
             routes: Vec::new(),
             proxy: ProxyConfig::default(),
+            logs: LogsConfig::default(),
         }
     }
 }
@@ -264,6 +268,23 @@ impl Default for ProxyConfig {
         Self {
             upstream: String::new(),
             timeout: Dur(Duration::from_secs(30)),
+        }
+    }
+}
+
+/// The usage log: decisions and management actions, per organization.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// How long entries are kept (at least 1h); older ones are deleted
+    /// once an hour.
+    pub retention: Dur,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self {
+            retention: Dur(Duration::from_secs(30 * 86_400)),
         }
     }
 }
@@ -627,6 +648,12 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
                 format!("`{p}` is not an IP address or CIDR"),
             );
         }
+    }
+    if c.logs.retention.0 < Duration::from_secs(3600) {
+        return err(
+            "logs.retention",
+            "must be at least 1h (entries are pruned once an hour)".into(),
+        );
     }
     if c.cache.ttl.0 > Duration::from_secs(3600) {
         return err(

@@ -108,12 +108,7 @@ async fn limit(app: &App, key: &str, quota: Quota) -> Outcome {
 }
 
 async fn decide_inner(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
-    let Ask {
-        credential,
-        required_scopes,
-        environment,
-        ip,
-    } = ask;
+    let credential = ask.credential;
     if credential.is_empty() {
         return Err(ApiError::new(Code::MissingKey, "No credential was given."));
     }
@@ -141,6 +136,20 @@ async fn decide_inner(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
     let Some(key) = app.api_key(digest).await? else {
         return Err(ApiError::new(Code::InvalidKey, "This API key does not exist.").presented());
     };
+    // From here on a refusal names the key it was taken on (for the log).
+    check(app, key.clone(), ask)
+        .await
+        .map_err(|e| e.on_key(&key.org_id, &key.id))
+}
+
+/// The checks on a key that exists.
+async fn check(app: &App, key: Arc<Cached<ApiKey>>, ask: Ask<'_>) -> Result<Grant, ApiError> {
+    let Ask {
+        required_scopes,
+        environment,
+        ip,
+        ..
+    } = ask;
     let now = app.now_ms();
     if let Some(at) = key.revoked_at
         && at <= now

@@ -28,6 +28,8 @@ pub struct ApiError {
     /// The rate limit counted for this request, for the `RateLimit-*`
     /// and `Retry-After` headers.
     pub ratelimit: Option<Box<crate::ratelimit::Outcome>>,
+    /// The key a decision refused, if it exists: `(org_id, key_id)`.
+    pub key: Option<Box<(String, String)>>,
 }
 
 impl ApiError {
@@ -39,6 +41,7 @@ impl ApiError {
             required_scopes: Vec::new(),
             credential_presented: false,
             ratelimit: None,
+            key: None,
         }
     }
 
@@ -98,6 +101,12 @@ impl ApiError {
         if self.ratelimit.is_none() {
             self.ratelimit = outcome.map(Box::new);
         }
+        self
+    }
+
+    /// Names the key this refusal was taken on.
+    pub fn on_key(mut self, org_id: &str, key_id: &str) -> Self {
+        self.key = Some(Box::new((org_id.to_owned(), key_id.to_owned())));
         self
     }
 

@@ -12,6 +12,7 @@ pub mod decision;
 pub mod error;
 pub mod http;
 pub mod limits;
+pub mod logs;
 pub mod ratelimit;
 pub mod service;
 pub mod views;

@@ -213,6 +213,7 @@ pub fn patched_credits(
     if remaining.is_none() && refill.is_none() {
         return None;
     }
+    let explicit_refill = matches!(refill, Some(Some(_)));
     let refill = match refill {
         None => current.and_then(|c| c.refill),
         Some(None) => None,
@@ -220,7 +221,7 @@ pub fn patched_credits(
     };
     let remaining = match remaining {
         Some(None) => {
-            if refill.is_some() {
+            if explicit_refill {
                 push(
                     errors,
                     "refill",

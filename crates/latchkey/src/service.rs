@@ -14,6 +14,7 @@ use crate::app::App;
 use crate::config::ROOT_PREFIX;
 use crate::error::{ApiError, FieldError};
 use crate::limits::{self, RateLimitInput, RefillInput};
+use crate::logs::ActionLog;
 use crate::views::{DurationInput, nullable, parse_rfc3339};
 
 /// Longest name, external id.
@@ -95,6 +96,38 @@ fn check_scopes(
     }
 }
 
+/// Who asks for a change, for the usage log: a root key over HTTP (with
+/// the request's id), or the command line.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// A root key id (`rtk_...`) or [`Actor::CLI`].
+    pub id: String,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    pub const CLI: &str = "cli";
+
+    /// The command line (and `latchkey serve`'s first root key).
+    pub fn cli() -> Actor {
+        Actor {
+            id: Actor::CLI.to_owned(),
+            request_id: None,
+        }
+    }
+
+    /// Logs `action` on `target`, in `org_id` (None: instance-level).
+    fn did(&self, app: &App, org_id: Option<&str>, action: &'static str, target: &str) {
+        app.log_action(ActionLog {
+            org_id: org_id.map(str::to_owned),
+            request_id: self.request_id.clone(),
+            actor: self.id.clone(),
+            action,
+            target: target.to_owned(),
+        });
+    }
+}
+
 fn done(errors: Vec<FieldError>) -> Result<(), ApiError> {
     if errors.is_empty() {
         Ok(())
@@ -111,7 +144,7 @@ pub struct CreateOrg {
     pub name: String,
 }
 
-pub async fn create_org(app: &App, req: CreateOrg) -> Result<Org, ApiError> {
+pub async fn create_org(app: &App, actor: &Actor, req: CreateOrg) -> Result<Org, ApiError> {
     let mut errors = Vec::new();
     check_name("name", &req.name, &mut errors);
     done(errors)?;
@@ -121,6 +154,7 @@ pub async fn create_org(app: &App, req: CreateOrg) -> Result<Org, ApiError> {
         created_at: app.now_ms(),
     };
     app.store.create_org(&org).await?;
+    actor.did(app, Some(&org.id), "org.created", &org.id);
     Ok(org)
 }
 
@@ -134,7 +168,11 @@ pub struct CreateRootKey {
     pub scopes: Vec<String>,
 }
 
-pub async fn create_root_key(app: &App, req: CreateRootKey) -> Result<(RootKey, String), ApiError> {
+pub async fn create_root_key(
+    app: &App,
+    actor: &Actor,
+    req: CreateRootKey,
+) -> Result<(RootKey, String), ApiError> {
     let mut errors = Vec::new();
     check_name("name", &req.name, &mut errors);
     if req.scopes.is_empty() {
@@ -157,16 +195,18 @@ pub async fn create_root_key(app: &App, req: CreateRootKey) -> Result<(RootKey, 
         last_used_at: None,
     };
     app.store.create_root_key(&key).await?;
+    actor.did(app, None, "root_key.created", &key.id);
     Ok((key, secret))
 }
 
-pub async fn revoke_root_key(app: &App, id: &str) -> Result<RootKey, ApiError> {
+pub async fn revoke_root_key(app: &App, actor: &Actor, id: &str) -> Result<RootKey, ApiError> {
     let key = app
         .store
         .revoke_root_key(id, app.now_ms())
         .await
         .map_err(|e| ApiError::from_store(e, "root key"))?;
     app.forget_root_key(&key);
+    actor.did(app, None, "root_key.revoked", &key.id);
     Ok(key)
 }
 
@@ -330,6 +370,7 @@ fn mint(kind_prefix: &str) -> (String, String, Vec<u8>, String) {
 
 pub async fn create_key(
     app: &App,
+    actor: &Actor,
     org_id: &str,
     req: CreateKey,
 ) -> Result<(ApiKey, String), ApiError> {
@@ -428,6 +469,7 @@ pub async fn create_key(
         credits,
     };
     app.store.create_key(&key).await?;
+    actor.did(app, Some(&key.org_id), "key.created", &key.id);
     Ok((key, secret))
 }
 
@@ -512,7 +554,12 @@ pub fn page(limit: Option<u32>, cursor: Option<&str>) -> Result<(Page, u32), Api
     ))
 }
 
-pub async fn patch_key(app: &App, id: &str, req: PatchKey) -> Result<ApiKey, ApiError> {
+pub async fn patch_key(
+    app: &App,
+    actor: &Actor,
+    id: &str,
+    req: PatchKey,
+) -> Result<ApiKey, ApiError> {
     let current = get_key(app, id).await?;
     let now = app.now_ms();
     let mut errors = Vec::new();
@@ -576,20 +623,27 @@ pub async fn patch_key(app: &App, id: &str, req: PatchKey) -> Result<ApiKey, Api
         .await
         .map_err(|e| ApiError::from_store(e, "key"))?;
     app.forget_key(&key);
+    actor.did(app, Some(&key.org_id), "key.updated", &key.id);
     Ok(key)
 }
 
-pub async fn delete_key(app: &App, id: &str) -> Result<(), ApiError> {
+pub async fn delete_key(app: &App, actor: &Actor, id: &str) -> Result<(), ApiError> {
     let key = get_key(app, id).await?;
     app.store
         .delete_key(id)
         .await
         .map_err(|e| ApiError::from_store(e, "key"))?;
     app.forget_key(&key);
+    actor.did(app, Some(&key.org_id), "key.deleted", &key.id);
     Ok(())
 }
 
-pub async fn revoke_key(app: &App, id: &str, req: RevokeKey) -> Result<ApiKey, ApiError> {
+pub async fn revoke_key(
+    app: &App,
+    actor: &Actor,
+    id: &str,
+    req: RevokeKey,
+) -> Result<ApiKey, ApiError> {
     if let Some(r) = &req.reason
         && (r.len() > 500 || r.chars().any(char::is_control))
     {
@@ -609,12 +663,14 @@ pub async fn revoke_key(app: &App, id: &str, req: RevokeKey) -> Result<ApiKey, A
         .await
         .map_err(|e| ApiError::from_store(e, "key"))?;
     app.forget_key(&key);
+    actor.did(app, Some(&key.org_id), "key.revoked", &key.id);
     Ok(key)
 }
 
 /// Answers the new key (with its secret) and the old one as it now is.
 pub async fn rotate_key(
     app: &App,
+    actor: &Actor,
     id: &str,
     req: RotateKey,
 ) -> Result<(ApiKey, String, ApiKey), ApiError> {
@@ -659,6 +715,7 @@ pub async fn rotate_key(
             other => ApiError::from_store(other, "key"),
         })?;
     app.forget_key(&old_now);
+    actor.did(app, Some(&old_now.org_id), "key.rotated", &old_now.id);
     Ok((new, secret, old_now))
 }
 
@@ -666,9 +723,19 @@ pub async fn rotate_key(
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub root_key: Arc<crate::app::Cached<RootKey>>,
+    /// The id of the request it came with (for the usage log).
+    pub request_id: Option<String>,
 }
 
 impl Principal {
+    /// This root key as the author of a change.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            id: self.root_key.id.clone(),
+            request_id: self.request_id.clone(),
+        }
+    }
+
     /// 403 unless the root key holds `scope`.
     pub fn require(&self, scope: &str) -> Result<(), ApiError> {
         let policy = root_scope_policy();

@@ -1,7 +1,7 @@
 //! JSON shapes of the HTTP API (and of the CLI's `--json`), with their
 //! OpenAPI schemas.
 
-use latchkey_store::{ApiKey, Org, RootKey};
+use latchkey_store::{ApiKey, LogEntry, LogEvent, Org, RootKey};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -163,6 +163,87 @@ pub struct NewRootKeyView {
     pub key: String,
     #[serde(flatten)]
     pub record: RootKeyView,
+}
+
+/// An entry of the usage log: a decision or a management action.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LogView {
+    /// `log_...`
+    pub id: String,
+    pub time: String,
+    /// The request that caused it (null from the command line).
+    pub request_id: Option<String>,
+    #[serde(flatten)]
+    pub event: LogEventView,
+}
+
+/// What the entry records; `kind` tells which.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LogEventView {
+    Decision(DecisionView),
+    Action(ActionView),
+}
+
+/// A decision on a presented credential.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DecisionView {
+    /// `api_key`, `access_token` or `client_jwt`; null when it could not be told.
+    pub credential_type: Option<String>,
+    pub key_id: Option<String>,
+    pub client_id: Option<String>,
+    /// `VALID` or a refusal code.
+    pub code: String,
+    /// The status of the answer (200 when valid).
+    pub status: u16,
+    /// The original request's method and path (never its query), when known.
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Time spent deciding.
+    pub latency_ms: f64,
+}
+
+/// A management action.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActionView {
+    /// The root key that made it (`rtk_...`), or `cli`.
+    pub actor: String,
+    /// e.g. `key.created`, `key.revoked`, `key.rotated`, `org.created`.
+    pub action: String,
+    /// The id of the resource acted on.
+    pub target: Option<String>,
+}
+
+impl From<&LogEntry> for LogView {
+    fn from(e: &LogEntry) -> Self {
+        let event = match &e.event {
+            LogEvent::Decision(d) => LogEventView::Decision(DecisionView {
+                credential_type: d.credential_type.clone(),
+                key_id: d.key_id.clone(),
+                client_id: d.client_id.clone(),
+                code: d.code.clone(),
+                status: d.status,
+                method: d.method.clone(),
+                path: d.path.clone(),
+                ip: d.ip.clone(),
+                user_agent: d.user_agent.clone(),
+                latency_ms: d.latency_us as f64 / 1000.0,
+            }),
+            LogEvent::Action(a) => LogEventView::Action(ActionView {
+                actor: a.actor.clone(),
+                action: a.action.clone(),
+                target: a.target.clone(),
+            }),
+        };
+        Self {
+            id: e.id.clone(),
+            time: rfc3339(e.time),
+            request_id: e.request_id.clone(),
+            event,
+        }
+    }
 }
 
 /// A page of a list, newest first.

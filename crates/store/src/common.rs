@@ -613,6 +613,97 @@ macro_rules! impl_store {
                 self.touch($touch_roots, uses).await
             }
 
+            async fn insert_logs(&self, entries: &[$crate::LogEntry]) -> $crate::Result<()> {
+                for chunk in entries.chunks($crate::logs::INSERT_CHUNK) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO logs (");
+                    qb.push($crate::logs::LOG_COLS).push(") ");
+                    qb.push_values(chunk, |mut b, e| {
+                        let r = $crate::logs::LogRow::of(&e.event);
+                        let s = |v: Option<&str>| v.map(str::to_owned);
+                        b.push_bind(e.id.clone())
+                            .push_bind(e.org_id.clone())
+                            .push_bind(e.time)
+                            .push_bind(e.event.kind())
+                            .push_bind(e.request_id.clone())
+                            .push_bind(s(r.credential_type))
+                            .push_bind(s(r.key_id))
+                            .push_bind(s(r.client_id))
+                            .push_bind(s(r.code))
+                            .push_bind(r.status)
+                            .push_bind(s(r.method))
+                            .push_bind(s(r.path))
+                            .push_bind(s(r.ip))
+                            .push_bind(s(r.user_agent))
+                            .push_bind(r.latency_us)
+                            .push_bind(s(r.actor))
+                            .push_bind(s(r.action))
+                            .push_bind(s(r.target));
+                    });
+                    // Batches differ in size: not worth a prepared statement each.
+                    qb.build()
+                        .persistent(false)
+                        .execute(&self.pool)
+                        .await
+                        .map_err($crate::common::db_err)?;
+                }
+                Ok(())
+            }
+
+            async fn list_logs(&self, q: &$crate::LogQuery) -> $crate::Result<Vec<$crate::LogEntry>> {
+                // Only the filters given, so that each query can use the
+                // index of its most selective one.
+                let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT ");
+                qb.push($crate::logs::LOG_COLS)
+                    .push(" FROM logs WHERE org_id = ")
+                    .push_bind(q.org_id.clone());
+                if let Some(v) = &q.key_id {
+                    qb.push(" AND key_id = ").push_bind(v.clone());
+                }
+                if let Some(v) = &q.client_id {
+                    qb.push(" AND client_id = ").push_bind(v.clone());
+                }
+                if let Some(v) = &q.code {
+                    qb.push(" AND code = ").push_bind(v.clone());
+                }
+                if let Some(v) = q.since {
+                    qb.push(" AND at >= ").push_bind(v);
+                }
+                if let Some(v) = q.until {
+                    qb.push(" AND at < ").push_bind(v);
+                }
+                if let Some((at, id)) = &q.cursor {
+                    qb.push(" AND (at, id) < (")
+                        .push_bind(*at)
+                        .push(", ")
+                        .push_bind(id.clone())
+                        .push(")");
+                }
+                qb.push(" ORDER BY at DESC, id DESC LIMIT ")
+                    .push_bind(i64::from(q.limit));
+                let rows = qb
+                    .build()
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err($crate::common::db_err)?;
+                rows.iter().map($crate::logs::log_entry).collect()
+            }
+
+            async fn prune_logs(&self, before: i64) -> $crate::Result<u64> {
+                let mut total = 0;
+                loop {
+                    let done = sqlx::query($crate::sql::PRUNE_LOGS)
+                        .bind(before)
+                        .bind($crate::logs::PRUNE_CHUNK)
+                        .execute(&self.pool)
+                        .await
+                        .map_err($crate::common::db_err)?;
+                    total += done.rows_affected();
+                    if done.rows_affected() < $crate::logs::PRUNE_CHUNK as u64 {
+                        return Ok(total);
+                    }
+                }
+            }
+
             async fn follow_changes(&self, sink: std::sync::Arc<dyn $crate::ChangeSink>) {
                 self.follow(sink).await
             }

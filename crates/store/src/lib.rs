@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 pub mod changes;
 mod common;
+mod logs;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -37,6 +38,8 @@ pub enum StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+pub use logs::{ActionEvent, DecisionEvent, LogEntry, LogEvent, LogQuery};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Org {
@@ -211,6 +214,15 @@ pub trait Store: Send + Sync + 'static {
     /// Records uses in one batch: `last_used_at = max(last_used_at, at)`.
     async fn touch_keys(&self, uses: &[(String, i64)]) -> Result<()>;
     async fn touch_root_keys(&self, uses: &[(String, i64)]) -> Result<()>;
+    /// Writes a batch of usage-log entries, a few multi-row inserts for
+    /// the whole batch. An entry whose id already exists fails the batch
+    /// with `Conflict`.
+    async fn insert_logs(&self, entries: &[LogEntry]) -> Result<()>;
+    /// An organization's log entries, newest first (see [`LogQuery`]).
+    async fn list_logs(&self, q: &LogQuery) -> Result<Vec<LogEntry>>;
+    /// Deletes every entry older than `before` (ms), a chunk at a time;
+    /// answers how many went.
+    async fn prune_logs(&self, before: i64) -> Result<u64>;
     /// Follows the changes made to key records by any node, forever,
     /// telling `sink` (see [`changes`]).
     async fn follow_changes(&self, sink: std::sync::Arc<dyn ChangeSink>);

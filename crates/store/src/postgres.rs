@@ -63,6 +63,11 @@ impl PgStore {
                 "key limits",
                 include_str!("../migrations/postgres/0003_key_limits.sql"),
             ),
+            (
+                4,
+                "logs",
+                include_str!("../migrations/postgres/0004_logs.sql"),
+            ),
         ])
     }
 

@@ -241,3 +241,11 @@ pub(crate) const PG_TOUCH_ROOT_KEYS: &str = touch!(
     "root_keys",
     "SELECT e->>0 AS id, (e->>1)::bigint AS at FROM jsonb_array_elements($1::jsonb) AS e"
 );
+
+// ---- usage log ------------------------------------------------------------
+// Inserts and lists are built at run time (a batch's size, the filters
+// given): see `impl_store!`.
+
+/// `$1` = before (ms), `$2` = most rows deleted by this statement.
+pub(crate) const PRUNE_LOGS: &str =
+    "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE at < $1 LIMIT $2)";

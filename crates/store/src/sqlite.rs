@@ -95,6 +95,11 @@ impl SqliteStore {
                 "key limits",
                 include_str!("../migrations/sqlite/0003_key_limits.sql"),
             ),
+            (
+                4,
+                "logs",
+                include_str!("../migrations/sqlite/0004_logs.sql"),
+            ),
         ])
     }
 

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use latchkey_store::testing::{drop_postgres_test_database, postgres_url_for_tests};
 use latchkey_store::{
-    ApiKey, Credits, KeyPatch, KeyQuery, KeyRateLimit, Org, Page, Refill, RootKey, Spend, Store,
-    StoreError,
+    ActionEvent, ApiKey, Credits, DecisionEvent, KeyPatch, KeyQuery, KeyRateLimit, LogEntry,
+    LogEvent, LogQuery, Org, Page, Refill, RootKey, Spend, Store, StoreError,
 };
 use serde_json::json;
 
@@ -81,6 +81,10 @@ conformance!(
     concurrent_rotate_revoke_update,
     key_limits_patch,
     spend_credits,
+    logs_insert_and_list,
+    logs_filters,
+    logs_cursor_pages,
+    logs_prune,
 );
 
 // ---- fixtures -----------------------------------------------------------
@@ -1215,5 +1219,292 @@ async fn spend_credits(store: Arc<dyn Store>) {
     assert_eq!(
         store.spend_credit("k2", NOW).await.unwrap(),
         Spend::Exhausted
+    );
+}
+
+// ---- usage log ------------------------------------------------------------
+
+/// A log id of the right shape (`log_` + 22 base62), distinct per `n`.
+fn log_id(n: usize) -> String {
+    format!("log_{n:0>22}")
+}
+
+fn decision(n: usize, org: Option<&str>, time: i64, key_id: Option<&str>, code: &str) -> LogEntry {
+    LogEntry {
+        id: log_id(n),
+        time,
+        org_id: org.map(str::to_owned),
+        request_id: Some(format!("req_{n:0>22}")),
+        event: LogEvent::Decision(DecisionEvent {
+            credential_type: Some("api_key".to_owned()),
+            key_id: key_id.map(str::to_owned),
+            client_id: None,
+            code: code.to_owned(),
+            status: if code == "VALID" { 200 } else { 401 },
+            method: Some("GET".to_owned()),
+            path: Some("/api/v1/documents/42".to_owned()),
+            ip: Some("2001:db8::1".to_owned()),
+            user_agent: Some("curl/8.5.0 \u{e9}".to_owned()),
+            latency_us: 1234,
+        }),
+    }
+}
+
+fn action(n: usize, org: Option<&str>, time: i64, action: &str, target: &str) -> LogEntry {
+    LogEntry {
+        id: log_id(n),
+        time,
+        org_id: org.map(str::to_owned),
+        request_id: None,
+        event: LogEvent::Action(ActionEvent {
+            actor: "rtk_aaaaaaaaaaaaaaaaaaaaaa".to_owned(),
+            action: action.to_owned(),
+            target: Some(target.to_owned()),
+        }),
+    }
+}
+
+fn log_query(org: &str, limit: u32) -> LogQuery {
+    LogQuery {
+        org_id: org.to_owned(),
+        limit,
+        ..LogQuery::default()
+    }
+}
+
+const KEY_A: &str = "key_AAAAAAAAAAAAAAAAAAAAAA";
+const KEY_B: &str = "key_BBBBBBBBBBBBBBBBBBBBBB";
+const CLIENT: &str = "cli_CCCCCCCCCCCCCCCCCCCCCC";
+
+async fn logs_insert_and_list(store: Arc<dyn Store>) {
+    store.insert_logs(&[]).await.unwrap();
+    assert!(
+        store
+            .list_logs(&log_query("o1", 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut with_client = decision(5, Some("o1"), NOW + 3, None, "VALID");
+    if let LogEvent::Decision(d) = &mut with_client.event {
+        d.credential_type = Some("client_jwt".to_owned());
+        d.client_id = Some(CLIENT.to_owned());
+        d.method = None;
+        d.path = None;
+        d.ip = None;
+        d.user_agent = None;
+        d.latency_us = 0;
+    }
+    let entries = vec![
+        decision(1, Some("o1"), NOW, Some(KEY_A), "VALID"),
+        action(2, Some("o1"), NOW + 1, "key.created", KEY_A),
+        // A decision on a key that does not exist: no organization.
+        decision(3, None, NOW + 2, None, "INVALID_KEY"),
+        // An instance-level action: no organization.
+        action(
+            4,
+            None,
+            NOW + 2,
+            "root_key.created",
+            "rtk_bbbbbbbbbbbbbbbbbbbbbb",
+        ),
+        with_client,
+        decision(6, Some("o2"), NOW + 4, Some(KEY_B), "KEY_REVOKED"),
+        // Same time as #1: the id breaks the tie, descending.
+        decision(7, Some("o1"), NOW, Some(KEY_A), "INSUFFICIENT_SCOPE"),
+    ];
+    store.insert_logs(&entries).await.unwrap();
+
+    let o1 = store.list_logs(&log_query("o1", 50)).await.unwrap();
+    assert_eq!(
+        ids(&o1, |e| &e.id),
+        [log_id(5), log_id(2), log_id(7), log_id(1)],
+        "newest first, ties by id descending, other orgs and org-less rows left out"
+    );
+    // Every field comes back as written.
+    for got in &o1 {
+        let want = entries.iter().find(|e| e.id == got.id).unwrap();
+        assert_eq!(got, want);
+    }
+    let o2 = store.list_logs(&log_query("o2", 50)).await.unwrap();
+    assert_eq!(o2, vec![entries[5].clone()]);
+    assert!(
+        store
+            .list_logs(&log_query("nope", 50))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.list_logs(&log_query("o1", 2)).await.unwrap().len(), 2);
+
+    // Ids are unique.
+    assert_conflict(
+        store
+            .insert_logs(&[decision(1, Some("o1"), NOW, None, "VALID")])
+            .await,
+        "duplicate log id",
+    );
+}
+
+async fn logs_filters(store: Arc<dyn Store>) {
+    let entries = vec![
+        decision(1, Some("o1"), NOW, Some(KEY_A), "VALID"),
+        decision(2, Some("o1"), NOW + 10, Some(KEY_A), "INSUFFICIENT_SCOPE"),
+        decision(3, Some("o1"), NOW + 20, Some(KEY_B), "VALID"),
+        decision(4, Some("o1"), NOW + 30, None, "INVALID_FORMAT"),
+        action(5, Some("o1"), NOW + 40, "key.revoked", KEY_A),
+        action(6, Some("o1"), NOW + 50, "org.created", "o1"),
+        // Another org's entry on the same key id is never shown.
+        decision(7, Some("o2"), NOW + 60, Some(KEY_A), "VALID"),
+        action(8, Some("o1"), NOW + 70, "client.created", CLIENT),
+    ];
+    store.insert_logs(&entries).await.unwrap();
+    let list = |q: LogQuery| {
+        let store = store.clone();
+        async move { ids(&store.list_logs(&q).await.unwrap(), |e| &e.id) }
+    };
+
+    // A key's decisions and the actions on it.
+    let by_key = list(LogQuery {
+        key_id: Some(KEY_A.to_owned()),
+        ..log_query("o1", 50)
+    })
+    .await;
+    assert_eq!(by_key, [log_id(5), log_id(2), log_id(1)]);
+
+    let by_client = list(LogQuery {
+        client_id: Some(CLIENT.to_owned()),
+        ..log_query("o1", 50)
+    })
+    .await;
+    assert_eq!(by_client, [log_id(8)]);
+
+    let by_code = list(LogQuery {
+        code: Some("VALID".to_owned()),
+        ..log_query("o1", 50)
+    })
+    .await;
+    assert_eq!(by_code, [log_id(3), log_id(1)]);
+
+    let key_and_code = list(LogQuery {
+        key_id: Some(KEY_A.to_owned()),
+        code: Some("VALID".to_owned()),
+        ..log_query("o1", 50)
+    })
+    .await;
+    assert_eq!(key_and_code, [log_id(1)]);
+
+    // since is inclusive, until exclusive.
+    let window = list(LogQuery {
+        since: Some(NOW + 10),
+        until: Some(NOW + 40),
+        ..log_query("o1", 50)
+    })
+    .await;
+    assert_eq!(window, [log_id(4), log_id(3), log_id(2)]);
+    let since = list(LogQuery {
+        since: Some(NOW + 50),
+        ..log_query("o1", 50)
+    })
+    .await;
+    assert_eq!(since, [log_id(8), log_id(6)]);
+    let until = list(LogQuery {
+        until: Some(NOW + 10),
+        ..log_query("o1", 50)
+    })
+    .await;
+    assert_eq!(until, [log_id(1)]);
+
+    // Every filter at once, with a cursor.
+    let all = list(LogQuery {
+        key_id: Some(KEY_A.to_owned()),
+        code: Some("INSUFFICIENT_SCOPE".to_owned()),
+        since: Some(NOW),
+        until: Some(NOW + 1000),
+        cursor: Some((NOW + 40, log_id(5))),
+        ..log_query("o1", 50)
+    })
+    .await;
+    assert_eq!(all, [log_id(2)]);
+}
+
+async fn logs_cursor_pages(store: Arc<dyn Store>) {
+    // 23 entries, three to a millisecond, both kinds, in a scrambled order.
+    let mut entries: Vec<LogEntry> = (0..23)
+        .map(|n| {
+            let time = NOW + (n / 3) as i64;
+            if n % 4 == 0 {
+                action(n, Some("o1"), time, "key.updated", KEY_A)
+            } else {
+                decision(n, Some("o1"), time, Some(KEY_A), "VALID")
+            }
+        })
+        .collect();
+    entries.reverse();
+    entries.swap(3, 17);
+    store.insert_logs(&entries).await.unwrap();
+
+    let mut q = log_query("o1", 5);
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        let page = store.list_logs(&q).await.unwrap();
+        assert!(page.len() <= 5);
+        let full = page.len() == 5;
+        seen.extend(page);
+        if !full {
+            break;
+        }
+        let last = seen.last().unwrap();
+        q.cursor = Some((last.time, last.id.clone()));
+    }
+    let want: Vec<String> = (0..23).rev().map(log_id).collect();
+    assert_eq!(
+        ids(&seen, |e| &e.id),
+        want,
+        "every entry once, newest first"
+    );
+}
+
+async fn logs_prune(store: Arc<dyn Store>) {
+    assert_eq!(store.prune_logs(NOW).await.unwrap(), 0);
+    // More old rows than one insert and one delete statement take.
+    let old: Vec<LogEntry> = (0..10_050)
+        .map(|n| {
+            decision(
+                n,
+                Some("o1"),
+                NOW - 100_000 + (n % 1000) as i64,
+                None,
+                "VALID",
+            )
+        })
+        .collect();
+    store.insert_logs(&old).await.unwrap();
+    let keep = vec![
+        decision(20_000, Some("o1"), NOW, Some(KEY_A), "VALID"),
+        action(20_001, None, NOW + 5, "root_key.created", "rtk_x"),
+        decision(20_002, Some("o2"), NOW + 10, None, "INVALID_KEY"),
+    ];
+    store.insert_logs(&keep).await.unwrap();
+    let newest = store.list_logs(&log_query("o1", 2)).await.unwrap();
+    assert_eq!(newest[0].id, log_id(20_000));
+    assert_eq!(newest[1].time, NOW - 100_000 + 999);
+
+    // Everything strictly before `NOW` goes, in every org and none.
+    assert_eq!(store.prune_logs(NOW).await.unwrap(), 10_050);
+    assert_eq!(
+        store.list_logs(&log_query("o1", 50)).await.unwrap(),
+        vec![keep[0].clone()]
+    );
+    assert_eq!(
+        store.list_logs(&log_query("o2", 50)).await.unwrap(),
+        vec![keep[2].clone()]
+    );
+    assert_eq!(store.prune_logs(NOW).await.unwrap(), 0);
+    assert_eq!(store.prune_logs(NOW + 6).await.unwrap(), 2);
+    assert_eq!(
+        store.list_logs(&log_query("o2", 50)).await.unwrap(),
+        vec![keep[2].clone()]
     );
 }

@@ -258,7 +258,12 @@ impl FromRequestParts<Arc<App>> for Principal {
                 "This endpoint needs a root key: `Authorization: Bearer lk_root_...`.",
             ));
         };
-        authenticate_root(app, &cred).await
+        let mut p = authenticate_root(app, &cred).await?;
+        p.request_id = parts
+            .extensions
+            .get::<super::problem::RequestId>()
+            .map(|r| r.0.clone());
+        Ok(p)
     }
 }
 
@@ -297,7 +302,10 @@ pub async fn authenticate_root(app: &App, cred: &str) -> Result<Principal, ApiEr
     if key.should_send_use(now) {
         app.record_use(Use::Root(key.id.clone(), now));
     }
-    Ok(Principal { root_key: key })
+    Ok(Principal {
+        root_key: key,
+        request_id: None,
+    })
 }
 
 #[cfg(test)]

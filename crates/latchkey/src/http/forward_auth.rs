@@ -111,10 +111,21 @@ async fn decide(
     target: &NormalizedPath,
     headers: &HeaderMap,
     peer: Peer,
+    request_id: Option<&str>,
 ) -> Result<HeaderMap, Refusal> {
     gate::refuse_identity_headers(headers)?;
     let ip = gate::client_ip(app, peer.map(|p| p.0.0), headers);
-    let passed = gate::decide(app, method, target, headers, ip).await?;
+    let passed = gate::decide(
+        app,
+        gate::Original {
+            method,
+            target,
+            headers,
+            ip,
+            request_id,
+        },
+    )
+    .await?;
     let mut h = passed.identity_headers();
     h.extend(passed.ratelimit_headers());
     Ok(h)
@@ -136,9 +147,25 @@ fn answer(res: Result<HeaderMap, Refusal>) -> Response {
     responses(
         (status = 200, description = "Allowed; identity in X-Latchkey-Org, X-Latchkey-Subject, X-Latchkey-Scopes, X-Latchkey-Credential-Type, X-Latchkey-Key-Id."),
         (status = "4XX", body = Problem, content_type = "application/problem+json")))]
-async fn forward_auth(State(app): State<Arc<App>>, peer: Peer, headers: HeaderMap) -> Response {
+async fn forward_auth(
+    State(app): State<Arc<App>>,
+    request_id: Option<axum::Extension<RequestId>>,
+    peer: Peer,
+    headers: HeaderMap,
+) -> Response {
+    let request_id = request_id.map(|e| e.0.0);
     let res = match original(&headers) {
-        Ok((method, target)) => decide(&app, &method, &target, &headers, peer).await,
+        Ok((method, target)) => {
+            decide(
+                &app,
+                &method,
+                &target,
+                &headers,
+                peer,
+                request_id.as_deref(),
+            )
+            .await
+        }
         Err(e) => Err(e.into()),
     };
     answer(res)
@@ -161,8 +188,11 @@ async fn forward_auth_nginx(
     peer: Peer,
     headers: HeaderMap,
 ) -> Response {
+    let request_id = request_id.map(|e| e.0.0).unwrap_or_default();
     let res = match original(&headers) {
-        Ok((method, target)) => decide(&app, &method, &target, &headers, peer).await,
+        Ok((method, target)) => {
+            decide(&app, &method, &target, &headers, peer, Some(&request_id)).await
+        }
         Err(e) => Err(e.into()),
     };
     let r = match res {
@@ -172,7 +202,6 @@ async fn forward_auth_nginx(
     if r.error.code.status() >= 500 {
         return (r.headers, r.error).into_response();
     }
-    let request_id = request_id.map(|e| e.0.0).unwrap_or_default();
     let public_url = app.config.public_url();
     let mut res = render(&r.error, public_url, &request_id, &r.headers);
     let true_status = r.error.code.status();
@@ -229,8 +258,19 @@ async fn envoy(app: &App, req: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .cloned()
         .map(axum::Extension);
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     let res = match parse_target(&rest) {
-        Ok(target) => decide(app, &method, &target, req.headers(), peer).await,
+        Ok(target) => {
+            decide(
+                app,
+                &method,
+                &target,
+                req.headers(),
+                peer,
+                request_id.as_deref(),
+            )
+            .await
+        }
         Err(e) => Err(e.into()),
     };
     answer(res)

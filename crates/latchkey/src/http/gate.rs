@@ -14,6 +14,7 @@ use super::extract::credential;
 use crate::app::App;
 use crate::decision::{self, Grant};
 use crate::error::ApiError;
+use crate::logs::DecisionLog;
 
 /// Headers latchkey sets for the upstream; a client may never send them.
 pub const IDENTITY_PREFIX: &str = "x-latchkey-";
@@ -133,16 +134,28 @@ pub fn client_ip(app: &App, peer: Option<SocketAddr>, headers: &HeaderMap) -> Op
     Some(client)
 }
 
-/// Decides on a request to the protected API: `method` and `target` are
-/// the original request's, `headers` carry its credential, `ip` is the
-/// client's address.
-pub async fn decide(
-    app: &App,
-    method: &str,
-    target: &NormalizedPath,
-    headers: &HeaderMap,
-    ip: Option<IpAddr>,
-) -> Result<Passed, Refusal> {
+/// The request being decided on: the original method and target, its
+/// headers (credential, user agent), the client's address, and this
+/// request's id.
+pub struct Original<'a> {
+    pub method: &'a str,
+    pub target: &'a NormalizedPath,
+    pub headers: &'a HeaderMap,
+    pub ip: Option<IpAddr>,
+    pub request_id: Option<&'a str>,
+}
+
+/// Decides on a request to the protected API, and logs the decision when
+/// one was taken on a credential (not on public routes, nor on requests
+/// refused before: unknown route, wrong method).
+pub async fn decide(app: &App, o: Original<'_>) -> Result<Passed, Refusal> {
+    let Original {
+        method,
+        target,
+        headers,
+        ip,
+        request_id,
+    } = o;
     let route = match app.routes.find(method, target) {
         Lookup::Found(m) => m.route,
         Lookup::MethodNotAllowed { allowed } => {
@@ -176,7 +189,8 @@ pub async fn decide(
     }
     let presented = credential(headers, target.query(), &app.config.credentials)?;
     let cred = presented.map(|(c, _)| c).unwrap_or_default();
-    let grant = decision::decide(
+    let started = std::time::Instant::now();
+    let res = decision::decide(
         app,
         decision::Ask {
             credential: &cred,
@@ -185,6 +199,25 @@ pub async fn decide(
             ip,
         },
     )
-    .await?;
-    Ok(Passed::Granted(grant))
+    .await;
+    app.log_decision(DecisionLog {
+        request_id: request_id.map(str::to_owned),
+        method: Some(method.to_owned()),
+        path: Some(target.forward_path()),
+        ip: ip.map(|ip| ip.to_string()),
+        // A client may echo its key anywhere, even in its user agent.
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| {
+                if cred.len() >= 8 {
+                    ua.replace(cred.as_str(), "[REDACTED]")
+                } else {
+                    ua.to_owned()
+                }
+            }),
+        latency_ms: started.elapsed().as_secs_f64() * 1000.0,
+        ..DecisionLog::of_credential(app, &cred, &res)
+    });
+    Ok(Passed::Granted(res?))
 }

@@ -38,7 +38,62 @@ fn split() -> (Router<Arc<App>>, utoipa::openapi::OpenApi) {
         .into_iter()
         .map(|(k, v)| (k.replace("{*", "{"), v))
         .collect();
+    tidy(&mut doc);
     (router, doc)
+}
+
+/// What OpenAPI requires and utoipa leaves out: a description on every
+/// response (refusal ranges say they are problem+json), and operation ids
+/// used once (a handler that takes any method gets `_get`, `_post`, ...).
+fn tidy(doc: &mut utoipa::openapi::OpenApi) {
+    use std::collections::HashMap;
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::path::Operation;
+
+    fn operations(
+        item: &mut utoipa::openapi::PathItem,
+    ) -> [(&'static str, &mut Option<Operation>); 8] {
+        [
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("options", &mut item.options),
+            ("head", &mut item.head),
+            ("patch", &mut item.patch),
+            ("trace", &mut item.trace),
+        ]
+    }
+    let mut uses: HashMap<String, usize> = HashMap::new();
+    for item in doc.paths.paths.values_mut() {
+        for (_, op) in operations(item) {
+            if let Some(id) = op.as_ref().and_then(|o| o.operation_id.clone()) {
+                *uses.entry(id).or_default() += 1;
+            }
+        }
+    }
+    for item in doc.paths.paths.values_mut() {
+        for (method, op) in operations(item) {
+            let Some(op) = op else { continue };
+            if let Some(id) = &mut op.operation_id
+                && uses.get(id.as_str()).is_some_and(|n| *n > 1)
+            {
+                id.push('_');
+                id.push_str(method);
+            }
+            for (status, response) in op.responses.responses.iter_mut() {
+                if let RefOr::T(r) = response
+                    && r.description.is_empty()
+                {
+                    r.description = if status.starts_with('2') {
+                        "Success.".to_owned()
+                    } else {
+                        "A refusal, as application/problem+json (RFC 9457).".to_owned()
+                    };
+                }
+            }
+        }
+    }
 }
 
 fn api_router() -> OpenApiRouter<Arc<App>> {

@@ -196,10 +196,20 @@ async fn forward(
     }
     let method = req.method().as_str().to_owned();
     let ip = gate::client_ip(app, peer, req.headers());
-    let passed = gate::decide(app, &method, &target, req.headers(), ip).await?;
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let passed = gate::decide(
+        app,
+        gate::Original {
+            method: &method,
+            target: &target,
+            headers: req.headers(),
+            ip,
+            request_id: request_id.as_deref(),
+        },
+    )
+    .await?;
 
     let (mut parts, body) = req.into_parts();
-    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
     let original_host = parts.headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut parts.headers);
     strip_credentials(&mut parts.headers, &app.config.credentials);

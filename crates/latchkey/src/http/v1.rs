@@ -18,10 +18,13 @@ use super::problem::Problem;
 use crate::app::App;
 use crate::decision;
 use crate::error::{ApiError, FieldError};
+use crate::logs::{self, DecisionLog, LogFilter};
 use crate::service::{
     self, CreateKey, CreateOrg, CreateRootKey, PatchKey, Principal, RevokeKey, RotateKey,
 };
-use crate::views::{KeyView, ListPage, NewKeyView, NewRootKeyView, OrgView, RootKeyView, rfc3339};
+use crate::views::{
+    KeyView, ListPage, LogView, NewKeyView, NewRootKeyView, OrgView, RootKeyView, rfc3339,
+};
 
 type AppState = State<Arc<App>>;
 
@@ -33,6 +36,7 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(get_key, patch_key, delete_key))
         .routes(routes!(revoke_key))
         .routes(routes!(rotate_key))
+        .routes(routes!(list_logs))
         .routes(routes!(create_root_key, list_root_keys))
         .routes(routes!(revoke_root_key))
         .routes(routes!(verify))
@@ -76,7 +80,7 @@ async fn create_org(
     JsonBody(req): JsonBody<CreateOrg>,
 ) -> Result<impl IntoResponse, ApiError> {
     p.require("orgs.create")?;
-    let org = service::create_org(&app, req).await?;
+    let org = service::create_org(&app, &p.actor(), req).await?;
     Ok((StatusCode::CREATED, Json(OrgView::from(&org))))
 }
 
@@ -128,7 +132,7 @@ async fn create_key(
 ) -> Result<impl IntoResponse, ApiError> {
     p.require("keys.create")?;
     known(&org_id, "org_", "organization")?;
-    let (key, secret) = service::create_key(&app, &org_id, req).await?;
+    let (key, secret) = service::create_key(&app, &p.actor(), &org_id, req).await?;
     Ok((
         StatusCode::CREATED,
         no_store(),
@@ -198,7 +202,7 @@ async fn patch_key(
 ) -> Result<Json<KeyView>, ApiError> {
     p.require("keys.update")?;
     known(&key_id, "key_", "key")?;
-    let key = service::patch_key(&app, &key_id, req).await?;
+    let key = service::patch_key(&app, &p.actor(), &key_id, req).await?;
     Ok(Json(KeyView::new(&key, app.now_ms())))
 }
 
@@ -212,7 +216,7 @@ async fn delete_key(
 ) -> Result<StatusCode, ApiError> {
     p.require("keys.delete")?;
     known(&key_id, "key_", "key")?;
-    service::delete_key(&app, &key_id).await?;
+    service::delete_key(&app, &p.actor(), &key_id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -228,7 +232,7 @@ async fn revoke_key(
 ) -> Result<Json<KeyView>, ApiError> {
     p.require("keys.revoke")?;
     known(&key_id, "key_", "key")?;
-    let key = service::revoke_key(&app, &key_id, req).await?;
+    let key = service::revoke_key(&app, &p.actor(), &key_id, req).await?;
     Ok(Json(KeyView::new(&key, app.now_ms())))
 }
 
@@ -244,7 +248,7 @@ async fn rotate_key(
 ) -> Result<impl IntoResponse, ApiError> {
     p.require("keys.rotate")?;
     known(&key_id, "key_", "key")?;
-    let (new, secret, _old) = service::rotate_key(&app, &key_id, req).await?;
+    let (new, secret, _old) = service::rotate_key(&app, &p.actor(), &key_id, req).await?;
     Ok((
         StatusCode::CREATED,
         no_store(),
@@ -253,6 +257,29 @@ async fn rotate_key(
             record: KeyView::new(&new, app.now_ms()),
         }),
     ))
+}
+
+/// An organization's usage log, newest first: decisions and management actions.
+///
+/// Every decision on the organization's keys (code, status, key, IP,
+/// latency...) and every management action in it (actor, action, target).
+/// Never a secret: paths are logged without their query.
+#[utoipa::path(get, path = "/v1/orgs/{org_id}/logs", tag = "logs", params(("org_id" = String, Path), LogFilter),
+    security(("root_key" = [])),
+    responses((status = 200, body = ListPage<LogView>), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
+async fn list_logs(
+    State(app): AppState,
+    p: Principal,
+    Path(org_id): Path<String>,
+    Query(f): Query<LogFilter>,
+) -> Result<Json<ListPage<LogView>>, ApiError> {
+    p.require("logs.read")?;
+    known(&org_id, "org_", "organization")?;
+    let (rows, next_cursor) = logs::list(&app, &org_id, f).await?;
+    Ok(Json(ListPage {
+        data: rows.iter().map(LogView::from).collect(),
+        next_cursor,
+    }))
 }
 
 /// Create a root key (needs `*` or `root_keys.create`). The key is in the answer this once.
@@ -264,7 +291,7 @@ async fn create_root_key(
     JsonBody(req): JsonBody<CreateRootKey>,
 ) -> Result<impl IntoResponse, ApiError> {
     p.require("root_keys.create")?;
-    let (key, secret) = service::create_root_key(&app, req).await?;
+    let (key, secret) = service::create_root_key(&app, &p.actor(), req).await?;
     Ok((
         StatusCode::CREATED,
         no_store(),
@@ -304,7 +331,7 @@ async fn revoke_root_key(
 ) -> Result<Json<RootKeyView>, ApiError> {
     p.require("root_keys.revoke")?;
     known(&id, "rtk_", "root key")?;
-    let key = service::revoke_root_key(&app, &id).await?;
+    let key = service::revoke_root_key(&app, &p.actor(), &id).await?;
     Ok(Json(RootKeyView::from(&key)))
 }
 
@@ -435,17 +462,27 @@ async fn verify(
         .environment
         .as_deref()
         .unwrap_or(&app.config.environment);
+    let credential = req.credential.trim();
     let ip = req.ip.as_deref().and_then(|ip| ip.parse().ok());
+    let started = std::time::Instant::now();
     let res = decision::decide(
         &app,
         decision::Ask {
-            credential: req.credential.trim(),
+            credential,
             required_scopes: &req.required_scopes,
             environment: env,
             ip,
         },
     )
     .await;
+    // The caller's own request (method, path, user agent) is not known here.
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    app.log_decision(DecisionLog {
+        request_id: p.request_id.clone(),
+        ip: req.ip,
+        latency_ms,
+        ..DecisionLog::of_credential(&app, credential, &res)
+    });
     VerifyAnswer::from_decision(res).map(Json)
 }
 

@@ -348,7 +348,7 @@ impl TestServer {
         s
     }
 
-    fn check_no_secret_in(&self, text: &str, what: &str) {
+    pub fn check_no_secret_in(&self, text: &str, what: &str) {
         for s in self.secrets.lock().unwrap().iter() {
             assert!(
                 !text.contains(s.as_str()),

@@ -1,0 +1,43 @@
+-- latchkey: the usage log (PostgreSQL). SPEC §9 "Logs".
+-- One table for both kinds of entries, so that one order (at DESC, id DESC)
+-- and one cursor page through them: `kind` is 'decision' or 'action'; the
+-- columns of the other kind are NULL.
+-- org_id is NULL for a decision on a key that does not exist and for
+-- instance-level actions (root keys): such rows are listed by no
+-- organization. Not a foreign key: writing the log must never fail on it.
+-- key_id of an action is its target when the target is a key, so that a
+-- key's log shows what was done to it as well as its decisions.
+-- at: integer milliseconds since the Unix epoch (UTC).
+-- Never a secret here: ids, codes, a path without its query, an IP, a
+-- user agent (at most 256 characters).
+
+CREATE TABLE logs (
+    id               TEXT     NOT NULL PRIMARY KEY,
+    org_id           TEXT,
+    at               BIGINT   NOT NULL,
+    kind             TEXT     NOT NULL,
+    request_id       TEXT,
+    credential_type  TEXT,
+    key_id           TEXT,
+    client_id        TEXT,
+    code             TEXT,
+    status           INTEGER,
+    method           TEXT,
+    path             TEXT,
+    ip               TEXT,
+    user_agent       TEXT,
+    latency_us       BIGINT,
+    actor            TEXT,
+    action           TEXT,
+    target           TEXT
+);
+
+CREATE INDEX logs_org_at_idx ON logs (org_id, at DESC, id DESC);
+CREATE INDEX logs_org_key_at_idx ON logs (org_id, key_id, at DESC, id DESC)
+    WHERE key_id IS NOT NULL;
+CREATE INDEX logs_org_client_at_idx ON logs (org_id, client_id, at DESC, id DESC)
+    WHERE client_id IS NOT NULL;
+CREATE INDEX logs_org_code_at_idx ON logs (org_id, code, at DESC, id DESC)
+    WHERE code IS NOT NULL;
+-- Retention: rows older than a time, across organizations.
+CREATE INDEX logs_at_idx ON logs (at);

@@ -1,0 +1,214 @@
+//! The usage log (SPEC §9 "Logs"): one table, `logs`, for two kinds of
+//! entries: the decisions taken on presented credentials and the
+//! management actions. One table keeps one order (`at DESC, id DESC`)
+//! and one cursor over both kinds.
+//!
+//! A row holds ids, codes, a path without its query, an IP address and a
+//! user agent: never a secret. Cleaning what goes in is the recorder's job
+//! (latchkey's `logs` module); this crate stores what it is given.
+
+use latchkey_core::ids::is_id;
+use sqlx::{ColumnIndex, Decode, Row, Type};
+
+use crate::{Result, StoreError};
+
+/// One entry of the usage log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogEntry {
+    /// `log_` + 22 base62 characters.
+    pub id: String,
+    /// Milliseconds since the Unix epoch.
+    pub time: i64,
+    /// The organization the entry belongs to; `None` for a decision on a
+    /// key that does not exist, or an instance-level action (root keys).
+    /// Such entries are kept (and pruned) but listed by no organization.
+    pub org_id: Option<String>,
+    /// The request that caused it; `None` from the command line.
+    pub request_id: Option<String>,
+    pub event: LogEvent,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogEvent {
+    Decision(DecisionEvent),
+    Action(ActionEvent),
+}
+
+impl LogEvent {
+    /// `"decision"` or `"action"`, as stored in the `kind` column.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LogEvent::Decision(_) => "decision",
+            LogEvent::Action(_) => "action",
+        }
+    }
+}
+
+/// A decision on a presented credential.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DecisionEvent {
+    /// `api_key`, `access_token`, `client_jwt`; `None` when the credential
+    /// could not be told (missing, malformed).
+    pub credential_type: Option<String>,
+    pub key_id: Option<String>,
+    pub client_id: Option<String>,
+    /// `VALID` or a refusal code of SPEC §5.
+    pub code: String,
+    /// The HTTP status of the answer (200 when valid).
+    pub status: u16,
+    /// The original request's method and path (no query), when known.
+    pub method: Option<String>,
+    pub path: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Time spent deciding, in microseconds.
+    pub latency_us: i64,
+}
+
+/// A management action: who did what to which resource.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActionEvent {
+    /// A root key id (`rtk_...`) or `cli`.
+    pub actor: String,
+    /// e.g. `key.created`, `key.revoked`, `org.created`.
+    pub action: String,
+    /// The id of the resource acted on.
+    pub target: Option<String>,
+}
+
+/// Filters and page for an organization's log. Newest first; `cursor` is
+/// the `(time, id)` of the last entry of the previous page.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub org_id: String,
+    /// The key's decisions and the management actions on that key.
+    pub key_id: Option<String>,
+    pub client_id: Option<String>,
+    /// Decisions with this code (actions have none).
+    pub code: Option<String>,
+    /// Entries at or after this time (ms).
+    pub since: Option<i64>,
+    /// Entries strictly before this time (ms).
+    pub until: Option<i64>,
+    pub cursor: Option<(i64, String)>,
+    pub limit: u32,
+}
+
+/// Most entries written by one statement (18 parameters each: well under
+/// SQLite's 32,766 and PostgreSQL's 65,535).
+pub(crate) const INSERT_CHUNK: usize = 1_000;
+
+/// Most entries deleted by one statement when pruning, so that the
+/// write lock is released between chunks.
+pub(crate) const PRUNE_CHUNK: i64 = 10_000;
+
+pub(crate) const LOG_COLS: &str = "id, org_id, at, kind, request_id, credential_type, key_id, \
+     client_id, code, status, method, path, ip, user_agent, latency_us, actor, action, target";
+
+/// The columns of one entry, in [`LOG_COLS`] order (`id`, `org_id`, `at`,
+/// `kind` and `request_id` are bound from the entry itself).
+pub(crate) struct LogRow<'a> {
+    pub credential_type: Option<&'a str>,
+    /// For an action on a key, the key: so that a key's log shows both.
+    pub key_id: Option<&'a str>,
+    pub client_id: Option<&'a str>,
+    pub code: Option<&'a str>,
+    pub status: Option<i32>,
+    pub method: Option<&'a str>,
+    pub path: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub latency_us: Option<i64>,
+    pub actor: Option<&'a str>,
+    pub action: Option<&'a str>,
+    pub target: Option<&'a str>,
+}
+
+impl<'a> LogRow<'a> {
+    pub(crate) fn of(event: &'a LogEvent) -> Self {
+        match event {
+            LogEvent::Decision(d) => LogRow {
+                credential_type: d.credential_type.as_deref(),
+                key_id: d.key_id.as_deref(),
+                client_id: d.client_id.as_deref(),
+                code: Some(&d.code),
+                status: Some(i32::from(d.status)),
+                method: d.method.as_deref(),
+                path: d.path.as_deref(),
+                ip: d.ip.as_deref(),
+                user_agent: d.user_agent.as_deref(),
+                latency_us: Some(d.latency_us),
+                actor: None,
+                action: None,
+                target: None,
+            },
+            LogEvent::Action(a) => LogRow {
+                credential_type: None,
+                key_id: a.target.as_deref().filter(|t| is_id(t, "key_")),
+                client_id: a.target.as_deref().filter(|t| is_id(t, "cli_")),
+                code: None,
+                status: None,
+                method: None,
+                path: None,
+                ip: None,
+                user_agent: None,
+                latency_us: None,
+                actor: Some(&a.actor),
+                action: Some(&a.action),
+                target: a.target.as_deref(),
+            },
+        }
+    }
+}
+
+pub(crate) fn log_entry<'r, R>(row: &'r R) -> Result<LogEntry>
+where
+    R: Row,
+    &'static str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    i32: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let id: String = row.try_get("id")?;
+    let kind: String = row.try_get("kind")?;
+    let event = match kind.as_str() {
+        "decision" => {
+            let status: Option<i32> = row.try_get("status")?;
+            let status = status
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("log {id}: status")))?;
+            let code: Option<String> = row.try_get("code")?;
+            LogEvent::Decision(DecisionEvent {
+                credential_type: row.try_get("credential_type")?,
+                key_id: row.try_get("key_id")?,
+                client_id: row.try_get("client_id")?,
+                code: code.ok_or_else(|| StoreError::Corrupt(format!("log {id}: code")))?,
+                status,
+                method: row.try_get("method")?,
+                path: row.try_get("path")?,
+                ip: row.try_get("ip")?,
+                user_agent: row.try_get("user_agent")?,
+                latency_us: row.try_get::<Option<i64>, _>("latency_us")?.unwrap_or(0),
+            })
+        }
+        "action" => {
+            let actor: Option<String> = row.try_get("actor")?;
+            let action: Option<String> = row.try_get("action")?;
+            LogEvent::Action(ActionEvent {
+                actor: actor.unwrap_or_default(),
+                action: action.ok_or_else(|| StoreError::Corrupt(format!("log {id}: action")))?,
+                target: row.try_get("target")?,
+            })
+        }
+        other => {
+            return Err(StoreError::Corrupt(format!("log {id}: kind `{other}`")));
+        }
+    };
+    Ok(LogEntry {
+        time: row.try_get("at")?,
+        org_id: row.try_get("org_id")?,
+        request_id: row.try_get("request_id")?,
+        event,
+        id,
+    })
+}
