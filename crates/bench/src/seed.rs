@@ -77,7 +77,10 @@ async fn create_keys(
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&target).await?;
             let path = format!("/v1/orgs/{org}/keys");
-            let body = serde_json::json!({"name": "bench", "kind": "live", "scopes": ["*"]});
+            // `documents.read`: what the `[[routes]]` entry of the forward-auth
+            // and proxy scenarios requires (verify requires no scope).
+            let body =
+                serde_json::json!({"name": "bench", "kind": "live", "scopes": ["documents.read"]});
             let mut out = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
