@@ -8,11 +8,14 @@
 //!   (`--plan verify` or `--plan protect`), appended to a JSON-lines file.
 //! - `upstream`: the API behind latchkey's proxy: 200 `{"ok":true}` to
 //!   everything.
+//! - `propagation`: how long a revocation through one node takes to reach
+//!   another node.
 //! - `report`: the tables from such files; exits 1 if any run is void.
 
 mod client;
 mod load;
 mod procstat;
+mod propagation;
 mod report;
 mod seed;
 mod suite;
@@ -141,6 +144,30 @@ enum Command {
     Upstream {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+    },
+    /// Revocation through node A until node B, which has the key cached,
+    /// answers KEY_REVOKED: p50/p99/max over --n rounds.
+    Propagation {
+        /// Node A (keys are created and revoked through it), `http://host:port`.
+        #[arg(long)]
+        a: String,
+        /// Node B (keys are verified through it), `http://host:port`.
+        #[arg(long)]
+        b: String,
+        /// A root key with `verify` and `keys.*` scopes.
+        #[arg(long, env = "LATCHKEY_ROOT_KEY", hide_env_values = true)]
+        root: String,
+        /// Rounds (one key each).
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+        /// Longest wait per round for B, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        #[arg(long, default_value = "postgres")]
+        backend: String,
+        /// Append the record to this results file.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
     },
     /// Print the tables of results files; exit 1 if any run had wrong answers.
     Report { files: Vec<PathBuf> },
@@ -305,6 +332,36 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
         Command::Upstream { listen } => {
             upstream::serve(&listen).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Propagation {
+            a,
+            b,
+            root,
+            n,
+            timeout,
+            backend,
+            jsonl,
+        } => {
+            let args = propagation::PropagationArgs {
+                backend,
+                rounds: n,
+                timeout: Duration::try_from_secs_f64(timeout).context("--timeout")?,
+            };
+            let rec = propagation::run(
+                &Target::new(&a, Some(&root))?,
+                &Target::new(&b, Some(&root))?,
+                &args,
+            )
+            .await?;
+            eprintln!("{}", report::propagation_line(&rec));
+            if let Some(path) = jsonl {
+                suite::append(&path, &suite::Record::Propagation(rec.clone()))?;
+            }
+            Ok(if rec.timeouts > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Report { files } => {
             let rep = report::render(&report::read(&files)?)?;

@@ -1,7 +1,7 @@
 //! Tables from a results file: every run, then per scenario the median
 //! over rounds, each run as a ratio to the baseline runs beside it
 //! (healthz; for the proxy, the same request straight to the upstream),
-//! and the goals.
+//! the revocation propagation times, and the goals.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,6 +10,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::load::RunStats;
+use crate::propagation::PropagationRecord;
 use crate::suite::{Record, RunRecord};
 
 pub fn fmt_us(us: u64) -> String {
@@ -89,6 +90,56 @@ fn baseline_of(scenario: &str) -> Option<&'static str> {
         "proxy" => Some("direct"),
         _ => Some("healthz"),
     }
+}
+
+/// The `p`-quantile of sorted `v` (exact: the smallest value with at least
+/// `p` of the values at or below it).
+fn quantile(v: &[u64], p: f64) -> Option<u64> {
+    let n = v.len();
+    if n == 0 {
+        return None;
+    }
+    let idx = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+    v.get(idx).copied()
+}
+
+fn fmt_ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+/// p50 / p99 / max of µs samples, in ms.
+fn p50_p99_max(v: &[u64]) -> (String, String, String) {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    let f = |x: Option<u64>| x.map(fmt_ms).unwrap_or_else(|| "—".into());
+    (
+        f(quantile(&v, 0.50)),
+        f(quantile(&v, 0.99)),
+        f(v.last().copied()),
+    )
+}
+
+/// The revocation goal: p99 from A's answer to B's `KEY_REVOKED`, in ms.
+const PROPAGATION_GOAL_MS: f64 = 100.0;
+
+fn propagation_p99_ms(p: &PropagationRecord) -> Option<f64> {
+    let mut v = p.from_answer_us.clone();
+    v.sort_unstable();
+    quantile(&v, 0.99).map(|us| us as f64 / 1000.0)
+}
+
+/// One line about a propagation record, for the command's own output.
+pub fn propagation_line(p: &PropagationRecord) -> String {
+    let (a50, a99, amax) = p50_p99_max(&p.from_answer_us);
+    let (s50, s99, smax) = p50_p99_max(&p.from_send_us);
+    format!(
+        "propagation ({}, {} rounds): from A's revoke answer p50 {a50} p99 {a99} max {amax}; from before the revoke request p50 {s50} p99 {s99} max {smax}; {} stale answers from B in {} rounds; {} timeouts",
+        p.backend,
+        p.from_answer_us.len(),
+        p.stale_answers,
+        p.stale_rounds,
+        p.timeouts
+    )
 }
 
 /// A run with what it is compared to.
@@ -218,6 +269,16 @@ pub fn read(paths: &[impl AsRef<Path>]) -> Result<Vec<Record>> {
 }
 
 pub fn render(records: &[Record]) -> Result<Report> {
+    let props: Vec<&PropagationRecord> = records
+        .iter()
+        .filter_map(|r| {
+            if let Record::Propagation(p) = r {
+                Some(p)
+            } else {
+                None
+            }
+        })
+        .collect();
     let runs: Vec<RunRecord> = records
         .iter()
         .filter_map(|r| {
@@ -274,6 +335,10 @@ pub fn render(records: &[Record]) -> Result<Report> {
         summary(&mut t, &passes, &mut goals)?;
     }
 
+    if !props.is_empty() {
+        propagation_section(&mut t, &props)?;
+    }
+
     writeln!(t, "\n### Goals (highest concurrency)\n")?;
     let verdict = |v: Option<f64>, goal: f64| match v {
         Some(x) if x >= goal => "met",
@@ -297,6 +362,8 @@ pub fn render(records: &[Record]) -> Result<Report> {
             )?;
         }
     }
+    propagation_goals(&mut t, &props)?;
+
     if !bad.is_empty() {
         writeln!(
             t,
@@ -316,12 +383,20 @@ pub fn render(records: &[Record]) -> Result<Report> {
                 r.stats.sample_wrong.as_deref().unwrap_or("")
             )?;
         }
-    } else if !runs.is_empty() {
+    }
+    let prop_bad = props.iter().filter(|p| p.timeouts > 0).count();
+    if prop_bad > 0 {
+        writeln!(
+            t,
+            "\nVOID: {prop_bad} propagation pass(es) had rounds in which node B never answered KEY_REVOKED; their figures do not count."
+        )?;
+    }
+    if bad.is_empty() && prop_bad == 0 && !(runs.is_empty() && props.is_empty()) {
         writeln!(t, "\nEvery answer of every run was checked and right.")?;
     }
     Ok(Report {
         text: t,
-        void: !bad.is_empty() || runs.is_empty(),
+        void: !bad.is_empty() || prop_bad > 0 || (runs.is_empty() && props.is_empty()),
     })
 }
 
@@ -466,6 +541,76 @@ fn summary(t: &mut String, passes: &Passes, goals: &mut BTreeMap<String, Vec<Goa
     Ok(())
 }
 
+fn propagation_goals(t: &mut String, props: &[&PropagationRecord]) -> Result<()> {
+    for p in props {
+        let p99 = propagation_p99_ms(p);
+        let verdict = match p99 {
+            _ if p.timeouts > 0 => "NOT met (timeouts)",
+            Some(x) if x <= PROPAGATION_GOAL_MS => "met",
+            Some(_) => "NOT met",
+            None => "not measured",
+        };
+        writeln!(
+            t,
+            "- {}: revocation through node A seen by node B, p99 from A's answer = {} — goal ≤ {PROPAGATION_GOAL_MS} ms {verdict}",
+            p.backend,
+            p99.map(|x| format!("{x:.2} ms"))
+                .unwrap_or_else(|| "—".into()),
+        )?;
+    }
+    Ok(())
+}
+
+fn propagation_section(t: &mut String, props: &[&PropagationRecord]) -> Result<()> {
+    writeln!(t, "\n### Revocation propagation between two nodes\n")?;
+    writeln!(
+        t,
+        "Each round: a key created through node A, verified through node B until valid (B has it cached; `cache.ttl` 60 s), revoked through A, then verified through B back to back on one keep-alive connection until B answers `KEY_REVOKED`.\n"
+    )?;
+    writeln!(t, "| backend | measured | rounds | p50 | p99 | max |")?;
+    writeln!(t, "|---|---|---:|---:|---:|---:|")?;
+    for p in props {
+        for (what, v) in [
+            (
+                "from A's revoke answer to B's KEY_REVOKED",
+                &p.from_answer_us,
+            ),
+            (
+                "from just before the revoke request to B's KEY_REVOKED",
+                &p.from_send_us,
+            ),
+            (
+                "the revoke request through A (sent to answered)",
+                &p.revoke_us,
+            ),
+        ] {
+            let (p50, p99, max) = p50_p99_max(v);
+            writeln!(
+                t,
+                "| {} | {what} | {} | {p50} | {p99} | {max} |",
+                p.backend,
+                v.len()
+            )?;
+        }
+    }
+    writeln!(t)?;
+    for p in props {
+        writeln!(
+            t,
+            "{}: B answered `valid` {} time(s) to requests sent after A's revoke answer, in {} of {} rounds; {} round(s) timed out. B's change feed was up before and after the pass (`latchkey_change_feed_up`), and B forgot {} cached records on its notifications during it.",
+            p.backend,
+            p.stale_answers,
+            p.stale_rounds,
+            p.rounds,
+            p.timeouts,
+            p.b_invalidations
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "?".into())
+        )?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,5 +657,27 @@ mod tests {
         );
         assert!(!rep.text.contains("verify all keys"));
         assert!(!rep.void);
+    }
+
+    #[test]
+    fn propagation_quantiles_and_timeouts() {
+        let mut p = PropagationRecord {
+            backend: "postgres".into(),
+            rounds: 100,
+            from_answer_us: (1..=100).map(|i| i * 1000).collect(),
+            ..PropagationRecord::default()
+        };
+        assert_eq!(propagation_p99_ms(&p), Some(99.0));
+        let rep = render(&[Record::Propagation(p.clone())]).unwrap();
+        assert!(
+            rep.text.contains("= 99.00 ms — goal ≤ 100 ms met"),
+            "{}",
+            rep.text
+        );
+        assert!(!rep.void);
+        p.timeouts = 1;
+        let rep = render(&[Record::Propagation(p)]).unwrap();
+        assert!(rep.void);
+        assert!(rep.text.contains("NOT met (timeouts)"));
     }
 }

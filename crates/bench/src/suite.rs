@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Target;
 use crate::load::{self, Check, RunStats, Workload};
+use crate::propagation::PropagationRecord;
 use crate::seed::{self, SeedReport};
 
 /// One line of the results file.
@@ -33,6 +34,7 @@ pub enum Record {
         keys_per_sec: f64,
     },
     Run(RunRecord),
+    Propagation(PropagationRecord),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
