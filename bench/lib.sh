@@ -6,6 +6,7 @@
 # dropped the same way.
 
 PG=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}
+REDIS=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
 
 BENCH_PIDS=()
 PG_DB=""
@@ -50,12 +51,13 @@ bench_header() {
     echo
 }
 
-# bench_db BACKEND DIR: a fresh database for BACKEND (sqlite or postgres);
-# sets DB_URL. On PostgreSQL: a new database on $PG, and
-# LATCHKEY_MASTER_KEY exported.
+# bench_db BACKEND DIR: a fresh database for BACKEND (sqlite or postgres,
+# optionally with a +redis suffix); sets DB_URL. On PostgreSQL: a new
+# database on $PG, and LATCHKEY_MASTER_KEY exported.
 bench_db() {
+    local store=${1%+redis}
     unset LATCHKEY_MASTER_KEY
-    case $1 in
+    case $store in
         sqlite)
             DB_URL="sqlite://$2/data/latchkey.db"
             ;;
@@ -69,20 +71,55 @@ bench_db() {
             export LATCHKEY_MASTER_KEY
             ;;
         *)
-            echo "unknown backend '$1' (sqlite or postgres)" >&2
+            echo "unknown backend '$1' (sqlite, postgres, sqlite+redis or postgres+redis)" >&2
             exit 2
             ;;
     esac
 }
 
 # bench_config BACKEND DIR: writes DIR/latchkey.toml (listen on a free
-# port, the database of bench_db). Callers append their own tables.
+# port, the database of bench_db). A +redis backend gets the Redis rate
+# limiter with a limit no run reaches, so that every verify of a valid key
+# does one Redis round trip and is never refused; `closed`, so that a
+# Redis failure is a refusal (a wrong answer), not a silent pass.
+# Callers append their own tables.
 bench_config() {
     cat >"$2/latchkey.toml" <<TOML
 listen = "127.0.0.1:0"
 database_url = "$DB_URL"
 data_dir = "$2/data"
 TOML
+    if [[ $1 == *+redis ]]; then
+        cat >>"$2/latchkey.toml" <<TOML
+
+[ratelimit]
+backend = "redis"
+redis_url = "$REDIS"
+on_redis_failure = "closed"
+default = { limit = 1000000000, window = "1s" }
+TOML
+    fi
+}
+
+# bench_check_redis: fails unless Redis at $REDIS answers PING.
+bench_check_redis() {
+    if ! command -v redis-cli >/dev/null; then
+        echo "redis-cli not found: not checking $REDIS before the run" >&2
+        return 0
+    fi
+    if [[ $(redis-cli -u "$REDIS" ping 2>&1) != PONG ]]; then
+        echo "Redis at $REDIS does not answer PING" >&2
+        exit 1
+    fi
+}
+
+# bench_redis_script_calls: how many EVALSHA Redis has run (the rate
+# limiter's script; empty without redis-cli).
+bench_redis_script_calls() {
+    if command -v redis-cli >/dev/null; then
+        redis-cli -u "$REDIS" info commandstats 2>/dev/null | tr -d '\r' |
+            sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\),.*/\1/p' || true
+    fi
 }
 
 # bench_root_key CONFIG: sets ROOT_KEY to a new root key.
