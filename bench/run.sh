@@ -11,6 +11,7 @@
 # ([ratelimit] backend = "redis", a limit no run reaches): every verify of a
 # valid key does one Redis round trip (issue 4: verify/healthz goal >= 0.3).
 # Prints the tables; exits 1 if any run had a wrong answer or an error.
+# (Forward-auth, the proxy and revocation propagation: bench/protect.sh.)
 #
 # Overrides: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_C1_SECONDS (3),
 # BENCH_C1_ROUNDS (2), BENCH_KEYS (100000), BENCH_HOT_KEYS (1000),
