@@ -6,8 +6,8 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
-use hyper::{Method, Request, StatusCode};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -38,19 +38,40 @@ impl Target {
         Ok(Target { addr, host, auth })
     }
 
-    /// A request to `path`; with a body it is a JSON POST.
+    /// A request to `path` with the root key; with a body it is a JSON POST.
     pub fn request(
         &self,
         method: Method,
         path: &str,
         body: Option<Bytes>,
     ) -> Result<Request<Full<Bytes>>> {
+        self.build(method, path, self.auth.as_ref(), &[], body)
+    }
+
+    /// The root key's `Authorization` value, if any.
+    pub fn root_auth(&self) -> Option<&HeaderValue> {
+        self.auth.as_ref()
+    }
+
+    /// A request to `path` with `auth` as its `Authorization` (none if
+    /// `None`) and `headers` added; with a body it is a JSON POST.
+    pub fn build(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&HeaderValue>,
+        headers: &[(HeaderName, HeaderValue)],
+        body: Option<Bytes>,
+    ) -> Result<Request<Full<Bytes>>> {
         let mut b = Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, self.host.clone());
-        if let Some(a) = &self.auth {
+        if let Some(a) = auth {
             b = b.header(AUTHORIZATION, a.clone());
+        }
+        for (name, value) in headers {
+            b = b.header(name.clone(), value.clone());
         }
         let req = match body {
             Some(body) => b
@@ -84,15 +105,19 @@ impl Conn {
 
     /// Sends `req` and reads the whole answer.
     pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes)> {
+        let (status, _, body) = self.exchange(req).await?;
+        Ok((status, body))
+    }
+
+    /// Sends `req` and reads the whole answer, headers included.
+    pub async fn exchange(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, HeaderMap, Bytes)> {
         self.sender.ready().await.context("connection not ready")?;
         let res = self.sender.send_request(req).await.context("sending")?;
-        let status = res.status();
-        let body = res
-            .into_body()
-            .collect()
-            .await
-            .context("reading the body")?
-            .to_bytes();
-        Ok((status, body))
+        let (parts, body) = res.into_parts();
+        let body = body.collect().await.context("reading the body")?.to_bytes();
+        Ok((parts.status, parts.headers, body))
     }
 }

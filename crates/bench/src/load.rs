@@ -5,9 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use hyper::{Method, StatusCode};
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{HeaderMap, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{Conn, Target};
@@ -25,6 +26,12 @@ pub enum Check {
     Revoked,
     /// `POST /v1/verify`: 200 and `"code":"INVALID_FORMAT"`.
     Malformed,
+    /// `/v1/forward-auth`: 200, an empty body and an `X-Latchkey-Key-Id`
+    /// header (a refusal has a problem body and no identity headers).
+    ForwardAuth,
+    /// A request answered by `latchkey-bench upstream` (directly or through
+    /// latchkey's proxy): 200 and exactly [`crate::upstream::BODY`].
+    Upstream,
 }
 
 impl Check {
@@ -34,11 +41,15 @@ impl Check {
             "valid" => Check::Valid,
             "revoked" => Check::Revoked,
             "malformed" => Check::Malformed,
-            _ => bail!("unknown check `{s}`: healthz, valid, revoked or malformed"),
+            "forward-auth" => Check::ForwardAuth,
+            "upstream" => Check::Upstream,
+            _ => bail!(
+                "unknown check `{s}`: healthz, valid, revoked, malformed, forward-auth or upstream"
+            ),
         })
     }
 
-    fn is_right(self, status: StatusCode, body: &[u8]) -> bool {
+    fn is_right(self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> bool {
         if status != StatusCode::OK {
             return false;
         }
@@ -47,6 +58,13 @@ impl Check {
             Check::Valid => contains(body, br#""valid":true"#),
             Check::Revoked => contains(body, br#""code":"KEY_REVOKED""#),
             Check::Malformed => contains(body, br#""code":"INVALID_FORMAT""#),
+            Check::ForwardAuth => {
+                body.is_empty()
+                    && headers
+                        .get("x-latchkey-key-id")
+                        .is_some_and(|v| !v.is_empty())
+            }
+            Check::Upstream => body == crate::upstream::BODY,
         }
     }
 }
@@ -55,36 +73,110 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-/// One kind of request, with the bodies to draw from (none for healthz).
+/// What varies from one request to the next: one is drawn at random per
+/// request.
+#[derive(Clone)]
+enum Pick {
+    /// A `{"credential": KEY}` body, sent with the root key.
+    Body(Bytes),
+    /// `Authorization: Bearer KEY` (an API key, instead of the root key).
+    Bearer(HeaderValue),
+}
+
+/// One kind of request, with what to draw from (nothing for healthz).
 #[derive(Clone)]
 pub struct Workload {
     pub check: Check,
-    /// `{"credential": KEY}` bodies; one is drawn at random per request.
-    pub bodies: Arc<Vec<Bytes>>,
+    method: Method,
+    path: Arc<str>,
+    /// Sent on every request.
+    headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    picks: Arc<Vec<Pick>>,
+}
+
+/// The path of the protected API that the forward-auth and proxy
+/// scenarios ask for (a `[[routes]]` entry requiring `documents.read`).
+pub const DOCUMENTS_PATH: &str = "/api/v1/documents";
+
+fn first(keys: &[String], limit: Option<usize>) -> Result<&[String]> {
+    let n = limit.unwrap_or(keys.len()).min(keys.len());
+    match keys.get(..n) {
+        Some(k) if !k.is_empty() => Ok(k),
+        _ => bail!("no keys to use"),
+    }
+}
+
+fn bearers(keys: &[String]) -> Result<Vec<Pick>> {
+    keys.iter()
+        .map(|k| {
+            HeaderValue::from_str(&format!("Bearer {k}"))
+                .map(Pick::Bearer)
+                .context("a key is not a header value")
+        })
+        .collect()
 }
 
 impl Workload {
     pub fn healthz() -> Workload {
         Workload {
             check: Check::Healthz,
-            bodies: Arc::new(Vec::new()),
+            method: Method::GET,
+            path: "/healthz".into(),
+            headers: Arc::new(Vec::new()),
+            picks: Arc::new(Vec::new()),
         }
     }
 
     /// A verify workload over `keys` (the first `limit` of them, if given).
     pub fn verify(check: Check, keys: &[String], limit: Option<usize>) -> Result<Workload> {
-        let n = limit.unwrap_or(keys.len()).min(keys.len());
-        if n == 0 {
-            bail!("no keys to verify");
-        }
-        let bodies = keys
+        let bodies = first(keys, limit)?
             .iter()
-            .take(n)
-            .map(|k| serde_json::to_vec(&serde_json::json!({ "credential": k })).map(Bytes::from))
+            .map(|k| {
+                serde_json::to_vec(&serde_json::json!({ "credential": k }))
+                    .map(|b| Pick::Body(Bytes::from(b)))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Workload {
             check,
-            bodies: Arc::new(bodies),
+            method: Method::POST,
+            path: "/v1/verify".into(),
+            headers: Arc::new(Vec::new()),
+            picks: Arc::new(bodies),
+        })
+    }
+
+    /// `GET /v1/forward-auth` as Traefik sends it for `GET
+    /// /api/v1/documents`, with `Authorization: Bearer KEY`, KEY drawn
+    /// from the first `limit` of `keys`.
+    pub fn forward_auth(keys: &[String], limit: Option<usize>) -> Result<Workload> {
+        Ok(Workload {
+            check: Check::ForwardAuth,
+            method: Method::GET,
+            path: "/v1/forward-auth".into(),
+            headers: Arc::new(vec![
+                (
+                    HeaderName::from_static("x-forwarded-method"),
+                    HeaderValue::from_static("GET"),
+                ),
+                (
+                    HeaderName::from_static("x-forwarded-uri"),
+                    HeaderValue::from_static(DOCUMENTS_PATH),
+                ),
+            ]),
+            picks: Arc::new(bearers(first(keys, limit)?)?),
+        })
+    }
+
+    /// `GET /api/v1/documents` with `Authorization: Bearer KEY`, answered
+    /// by the upstream: sent to latchkey's proxy, or straight to the
+    /// upstream (the same request, which the upstream does not look at).
+    pub fn documents(keys: &[String], limit: Option<usize>) -> Result<Workload> {
+        Ok(Workload {
+            check: Check::Upstream,
+            method: Method::GET,
+            path: DOCUMENTS_PATH.into(),
+            headers: Arc::new(Vec::new()),
+            picks: Arc::new(bearers(first(keys, limit)?)?),
         })
     }
 
@@ -93,15 +185,17 @@ impl Workload {
         target: &Target,
         rng: &mut Rng,
     ) -> Result<hyper::Request<http_body_util::Full<Bytes>>> {
-        if self.check == Check::Healthz {
-            return target.request(Method::GET, "/healthz", None);
-        }
-        let body = self
-            .bodies
-            .get(rng.below(self.bodies.len()))
-            .cloned()
-            .unwrap_or_default();
-        target.request(Method::POST, "/v1/verify", Some(body))
+        let pick = if self.picks.is_empty() {
+            None
+        } else {
+            self.picks.get(rng.below(self.picks.len()))
+        };
+        let (auth, body) = match pick {
+            None => (target.root_auth(), None),
+            Some(Pick::Body(b)) => (target.root_auth(), Some(b.clone())),
+            Some(Pick::Bearer(h)) => (Some(h), None),
+        };
+        target.build(self.method.clone(), &self.path, auth, &self.headers, body)
     }
 }
 
@@ -252,11 +346,11 @@ async fn worker(
             }
         };
         let t0 = Instant::now();
-        match conn.send(req).await {
-            Ok((status, body)) => {
+        match conn.exchange(req).await {
+            Ok((status, headers, body)) => {
                 let us = u32::try_from(t0.elapsed().as_micros()).unwrap_or(u32::MAX);
                 s.lat_us.push(us);
-                if load.check.is_right(status, &body) {
+                if load.check.is_right(status, &headers, &body) {
                     s.ok += 1;
                 } else {
                     s.wrong += 1;
@@ -280,4 +374,27 @@ async fn worker(
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_auth_needs_the_identity_header_and_no_body() {
+        let mut h = HeaderMap::new();
+        assert!(!Check::ForwardAuth.is_right(StatusCode::OK, &h, b""));
+        h.insert("x-latchkey-key-id", HeaderValue::from_static("key_1"));
+        assert!(Check::ForwardAuth.is_right(StatusCode::OK, &h, b""));
+        assert!(!Check::ForwardAuth.is_right(StatusCode::UNAUTHORIZED, &h, b""));
+        assert!(!Check::ForwardAuth.is_right(StatusCode::OK, &h, b"{\"type\":\"x\"}"));
+    }
+
+    #[test]
+    fn upstream_answer_is_exact() {
+        let h = HeaderMap::new();
+        assert!(Check::Upstream.is_right(StatusCode::OK, &h, crate::upstream::BODY));
+        assert!(!Check::Upstream.is_right(StatusCode::OK, &h, b"{\"ok\":false}"));
+        assert!(!Check::Upstream.is_right(StatusCode::UNAUTHORIZED, &h, crate::upstream::BODY));
+    }
 }

@@ -4,16 +4,22 @@
 //! - `run`: N keep-alive connections for D seconds against one endpoint,
 //!   every answer checked, req/s and p50/p99 latency.
 //! - `seed`: an organization and N keys through the HTTP API.
-//! - `suite`: warm-up and the interleaved rounds against a running server,
-//!   appended to a JSON-lines file.
+//! - `suite`: warm-up and the interleaved rounds against a running server
+//!   (`--plan verify` or `--plan protect`), appended to a JSON-lines file.
+//! - `upstream`: the API behind latchkey's proxy: 200 `{"ok":true}` to
+//!   everything.
+//! - `propagation`: how long a revocation through one node takes to reach
+//!   another node.
 //! - `report`: the tables from such files; exits 1 if any run is void.
 
 mod client;
 mod load;
 mod procstat;
+mod propagation;
 mod report;
 mod seed;
 mod suite;
+mod upstream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,10 +60,12 @@ enum Command {
     Run {
         #[command(flatten)]
         server: Server,
-        /// healthz, valid, revoked or malformed.
+        /// healthz, valid, revoked, malformed (POST /v1/verify), forward-auth
+        /// (GET /v1/forward-auth for GET /api/v1/documents) or upstream (GET
+        /// /api/v1/documents, answered by `latchkey-bench upstream`).
         #[arg(long, default_value = "healthz")]
         check: String,
-        /// Key file (one key a line) for the verify checks.
+        /// Key file (one key a line) for every check but healthz.
         #[arg(long)]
         keys: Option<PathBuf>,
         /// Use only the first N keys of the file.
@@ -98,6 +106,14 @@ enum Command {
     Suite {
         #[command(flatten)]
         server: Server,
+        /// verify (healthz, verify hot, healthz, verify all, revoked,
+        /// malformed) or protect (healthz, forward-auth, healthz, direct,
+        /// proxy, direct; needs --upstream).
+        #[arg(long, default_value = "verify")]
+        plan: String,
+        /// The upstream behind the server's `[proxy]`, `http://host:port`.
+        #[arg(long)]
+        upstream: Option<String>,
         /// The directory `seed` wrote to.
         #[arg(long)]
         dir: PathBuf,
@@ -122,6 +138,36 @@ enum Command {
         connections: usize,
         #[arg(long)]
         jsonl: PathBuf,
+    },
+    /// Serve 200 `{"ok":true}` to every request (the upstream of the proxy
+    /// scenario); prints `http://ADDR` on stdout.
+    Upstream {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
+    /// Revocation through node A until node B, which has the key cached,
+    /// answers KEY_REVOKED: p50/p99/max over --n rounds.
+    Propagation {
+        /// Node A (keys are created and revoked through it), `http://host:port`.
+        #[arg(long)]
+        a: String,
+        /// Node B (keys are verified through it), `http://host:port`.
+        #[arg(long)]
+        b: String,
+        /// A root key with `verify` and `keys.*` scopes.
+        #[arg(long, env = "LATCHKEY_ROOT_KEY", hide_env_values = true)]
+        root: String,
+        /// Rounds (one key each).
+        #[arg(long, default_value_t = 200)]
+        n: usize,
+        /// Longest wait per round for B, in seconds.
+        #[arg(long, default_value_t = 10.0)]
+        timeout: f64,
+        #[arg(long, default_value = "postgres")]
+        backend: String,
+        /// Append the record to this results file.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
     },
     /// Print the tables of results files; exit 1 if any run had wrong answers.
     Report { files: Vec<PathBuf> },
@@ -169,8 +215,13 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
             let load = match check {
                 Check::Healthz => Workload::healthz(),
                 c => {
-                    let path = keys.context("--keys is needed for a verify check")?;
-                    Workload::verify(c, &seed::read_keys(&path)?, limit)?
+                    let path = keys.context("--keys is needed for every check but healthz")?;
+                    let keys = seed::read_keys(&path)?;
+                    match c {
+                        Check::ForwardAuth => Workload::forward_auth(&keys, limit)?,
+                        Check::Upstream => Workload::documents(&keys, limit)?,
+                        c => Workload::verify(c, &keys, limit)?,
+                    }
                 }
             };
             let stats = load::run(
@@ -245,6 +296,8 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
         }
         Command::Suite {
             server,
+            plan,
+            upstream,
             dir,
             backend,
             server_pid,
@@ -259,6 +312,8 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
         } => {
             let target = Target::new(&server.url, Some(&server.root))?;
             let args = suite::SuiteArgs {
+                plan: suite::Plan::parse(&plan)?,
+                upstream: upstream.map(|u| Target::new(&u, None)).transpose()?,
                 backend,
                 dir,
                 server_pid,
@@ -273,6 +328,40 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
             };
             suite::suite(&target, &args).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Upstream { listen } => {
+            upstream::serve(&listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Propagation {
+            a,
+            b,
+            root,
+            n,
+            timeout,
+            backend,
+            jsonl,
+        } => {
+            let args = propagation::PropagationArgs {
+                backend,
+                rounds: n,
+                timeout: Duration::try_from_secs_f64(timeout).context("--timeout")?,
+            };
+            let rec = propagation::run(
+                &Target::new(&a, Some(&root))?,
+                &Target::new(&b, Some(&root))?,
+                &args,
+            )
+            .await?;
+            eprintln!("{}", report::propagation_line(&rec));
+            if let Some(path) = jsonl {
+                suite::append(&path, &suite::Record::Propagation(rec.clone()))?;
+            }
+            Ok(if rec.timeouts > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Report { files } => {
             let rep = report::render(&report::read(&files)?)?;

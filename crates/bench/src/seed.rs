@@ -35,7 +35,7 @@ pub const KEYS_FILE: &str = "keys.txt";
 pub const REVOKED_FILE: &str = "revoked.txt";
 pub const MALFORMED_FILE: &str = "malformed.txt";
 
-async fn call(
+pub async fn call(
     conn: &mut Conn,
     target: &Target,
     method: Method,
@@ -56,7 +56,7 @@ async fn call(
     serde_json::from_slice(&text).with_context(|| format!("{path}: answer is not JSON"))
 }
 
-fn field(v: &serde_json::Value, name: &str) -> Result<String> {
+pub fn field(v: &serde_json::Value, name: &str) -> Result<String> {
     v.get(name)
         .and_then(|x| x.as_str())
         .map(str::to_owned)
@@ -77,7 +77,10 @@ async fn create_keys(
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&target).await?;
             let path = format!("/v1/orgs/{org}/keys");
-            let body = serde_json::json!({"name": "bench", "kind": "live", "scopes": ["*"]});
+            // `documents.read`: what the `[[routes]]` entry of the forward-auth
+            // and proxy scenarios requires (verify requires no scope).
+            let body =
+                serde_json::json!({"name": "bench", "kind": "live", "scopes": ["documents.read"]});
             let mut out = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);

@@ -1,7 +1,13 @@
 //! The interleaved schedule against one running server: warm-up, then
-//! rounds of healthz, verify (hot keys), healthz, verify (all keys),
-//! revoked, malformed — at -c32, then at -c1. Each run is appended to a
-//! JSON-lines file as it ends.
+//! rounds — at -c32, then at -c1. Each run is appended to a JSON-lines
+//! file as it ends. Two plans:
+//!
+//! - `verify`: healthz, verify (hot keys), healthz, verify (all keys),
+//!   revoked, malformed;
+//! - `protect`: healthz, forward-auth (hot keys), healthz, direct, proxy,
+//!   direct — where `proxy` is `GET /api/v1/documents` through latchkey's
+//!   proxy and `direct` the same request straight to the upstream, so that
+//!   each subject has its baseline run on both sides.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::Target;
 use crate::load::{self, Check, RunStats, Workload};
+use crate::propagation::PropagationRecord;
 use crate::seed::{self, SeedReport};
 
 /// One line of the results file.
@@ -27,6 +34,7 @@ pub enum Record {
         keys_per_sec: f64,
     },
     Run(RunRecord),
+    Propagation(PropagationRecord),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,7 +72,27 @@ pub fn seed_record(backend: &str, r: &SeedReport) -> Record {
     }
 }
 
+/// Which schedule to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Verify,
+    Protect,
+}
+
+impl Plan {
+    pub fn parse(s: &str) -> Result<Plan> {
+        match s {
+            "verify" => Ok(Plan::Verify),
+            "protect" => Ok(Plan::Protect),
+            _ => anyhow::bail!("unknown plan `{s}`: verify or protect"),
+        }
+    }
+}
+
 pub struct SuiteArgs {
+    pub plan: Plan,
+    /// The upstream behind latchkey's proxy (`protect` plan).
+    pub upstream: Option<Target>,
     pub backend: String,
     pub dir: PathBuf,
     pub server_pid: Option<u32>,
@@ -95,7 +123,7 @@ pub fn progress(r: &RunRecord) {
         String::new()
     };
     eprintln!(
-        "  {:<8} c{:<3} round {} {:<11} {:>9.0} req/s  p50 {:>7}  p99 {:>7}  server CPU {:>5}{void}",
+        "  {:<12} c{:<3} round {} {:<12} {:>9.0} req/s  p50 {:>7}  p99 {:>7}  server CPU {:>5}{void}",
         r.backend,
         s.connections,
         r.round,
@@ -107,35 +135,88 @@ pub fn progress(r: &RunRecord) {
     );
 }
 
-pub async fn suite(target: &Target, a: &SuiteArgs) -> Result<()> {
+/// One run of a round: its scenario name, how many keys it draws from,
+/// where it is sent, and what.
+struct Step {
+    name: &'static str,
+    keys: usize,
+    target: Target,
+    load: Workload,
+}
+
+fn step(name: &'static str, keys: usize, target: &Target, load: Workload) -> Step {
+    Step {
+        name,
+        keys,
+        target: target.clone(),
+        load,
+    }
+}
+
+/// The runs of one round, and the indices of the warm-up runs.
+fn plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
     let keys = seed::read_keys(&a.dir.join(seed::KEYS_FILE))?;
-    let revoked = seed::read_keys(&a.dir.join(seed::REVOKED_FILE))?;
-    let malformed = seed::read_keys(&a.dir.join(seed::MALFORMED_FILE))?;
     let hot_n = a.hot_keys.min(keys.len());
-    let plan: Vec<(&str, usize, Workload)> = vec![
-        ("healthz", 0, Workload::healthz()),
-        (
-            "valid-hot",
-            hot_n,
-            Workload::verify(Check::Valid, &keys, Some(hot_n))?,
-        ),
-        ("healthz", 0, Workload::healthz()),
-        (
-            "valid-cold",
-            keys.len(),
-            Workload::verify(Check::Valid, &keys, None)?,
-        ),
-        (
-            "revoked",
-            revoked.len(),
-            Workload::verify(Check::Revoked, &revoked, None)?,
-        ),
-        (
-            "malformed",
-            malformed.len(),
-            Workload::verify(Check::Malformed, &malformed, None)?,
-        ),
-    ];
+    Ok(match a.plan {
+        Plan::Verify => {
+            let revoked = seed::read_keys(&a.dir.join(seed::REVOKED_FILE))?;
+            let malformed = seed::read_keys(&a.dir.join(seed::MALFORMED_FILE))?;
+            let steps = vec![
+                step("healthz", 0, target, Workload::healthz()),
+                step(
+                    "valid-hot",
+                    hot_n,
+                    target,
+                    Workload::verify(Check::Valid, &keys, Some(hot_n))?,
+                ),
+                step("healthz", 0, target, Workload::healthz()),
+                step(
+                    "valid-cold",
+                    keys.len(),
+                    target,
+                    Workload::verify(Check::Valid, &keys, None)?,
+                ),
+                step(
+                    "revoked",
+                    revoked.len(),
+                    target,
+                    Workload::verify(Check::Revoked, &revoked, None)?,
+                ),
+                step(
+                    "malformed",
+                    malformed.len(),
+                    target,
+                    Workload::verify(Check::Malformed, &malformed, None)?,
+                ),
+            ];
+            (steps, vec![1])
+        }
+        Plan::Protect => {
+            let upstream = a
+                .upstream
+                .as_ref()
+                .context("the protect plan needs --upstream")?;
+            let documents = Workload::documents(&keys, Some(hot_n))?;
+            let steps = vec![
+                step("healthz", 0, target, Workload::healthz()),
+                step(
+                    "forward-auth",
+                    hot_n,
+                    target,
+                    Workload::forward_auth(&keys, Some(hot_n))?,
+                ),
+                step("healthz", 0, target, Workload::healthz()),
+                step("direct", hot_n, upstream, documents.clone()),
+                step("proxy", hot_n, target, documents.clone()),
+                step("direct", hot_n, upstream, documents),
+            ];
+            (steps, vec![1, 4])
+        }
+    })
+}
+
+pub async fn suite(target: &Target, a: &SuiteArgs) -> Result<()> {
+    let (steps, warmups) = plan(target, a)?;
     let record =
         |round: usize, seq: usize, scenario: &str, keys: usize, stats: RunStats| -> Result<()> {
             let r = RunRecord {
@@ -150,16 +231,18 @@ pub async fn suite(target: &Target, a: &SuiteArgs) -> Result<()> {
             append(&a.jsonl, &Record::Run(r))
         };
     if a.warmup > 0.0 {
-        let (name, n, w) = plan.get(1).context("plan")?;
-        let stats = load::run(
-            target,
-            w,
-            a.connections,
-            Duration::from_secs_f64(a.warmup),
-            a.server_pid,
-        )
-        .await?;
-        record(0, 0, &format!("warmup-{name}"), *n, stats)?;
+        for i in warmups {
+            let s = steps.get(i).context("plan")?;
+            let stats = load::run(
+                &s.target,
+                &s.load,
+                a.connections,
+                Duration::from_secs_f64(a.warmup),
+                a.server_pid,
+            )
+            .await?;
+            record(0, 0, &format!("warmup-{}", s.name), s.keys, stats)?;
+        }
     }
     for (conns, secs, rounds) in [
         (a.connections, a.seconds, a.rounds),
@@ -167,17 +250,17 @@ pub async fn suite(target: &Target, a: &SuiteArgs) -> Result<()> {
     ] {
         let mut seq = 0;
         for round in 1..=rounds {
-            for (name, n, w) in &plan {
+            for s in &steps {
                 seq += 1;
                 let stats = load::run(
-                    target,
-                    w,
+                    &s.target,
+                    &s.load,
                     conns,
                     Duration::from_secs_f64(secs),
                     a.server_pid,
                 )
                 .await?;
-                record(round, seq, name, *n, stats)?;
+                record(round, seq, s.name, s.keys, stats)?;
             }
         }
     }
