@@ -56,6 +56,11 @@ for backend in $BACKENDS; do
     fi
     bench_db "$backend" "$dir"
     bench_config "$backend" "$dir"
+    # The product keeps key records up to 60 s (changes arrive through the
+    # change feed). Here they live 1 s, so that "all keys" stays the
+    # cold-cache figure issue 3 asks for: nearly every request for one of
+    # 100,000 keys misses the cache and reads the database.
+    printf '\n[cache]\nttl = "1s"\n' >>"$dir/latchkey.toml"
     bench_root_key "$dir/latchkey.toml"
     root=$ROOT_KEY
 
