@@ -253,6 +253,13 @@ impl App {
     /// in `latchkey_dropped_logs_total`) when the queue is full. The path
     /// loses its query and the user agent is cut to 256 characters here.
     pub fn log_decision(&self, d: DecisionLog) {
+        // A decision that found no key belongs to no organization: no log
+        // could list it, so it is not written (it is counted in
+        // `latchkey_decisions_total`). Garbage sent to the API costs no
+        // database write.
+        if d.org_id.is_none() {
+            return;
+        }
         self.queue_log(crate::logs::decision_entry(d, self.now_ms()));
     }
 

@@ -36,7 +36,7 @@ pub const LOG_QUEUE: usize = 65_536;
 /// Longest wait before an entry reaches the database.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Entries written at once, at most.
-const BATCH: usize = 1_000;
+const BATCH: usize = 5_000;
 
 /// Longest user agent kept, in characters.
 pub const MAX_USER_AGENT: usize = 256;

@@ -214,7 +214,7 @@ impl LimitCols {
 /// that opens a transaction which already holds the write lock where the
 /// database needs that (SQLite: `BEGIN IMMEDIATE`).
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $backend:literal, $touch_keys:expr, $touch_roots:expr) => {
+    ($store:ty, $db:ty, $backend:literal, $touch_keys:expr, $touch_roots:expr, $prune_logs:expr) => {
         impl $store {
             /// Looks a key up by digest through sqlx.
             async fn sqlx_key_by_digest(&self, digest: &[u8]) -> $crate::Result<Option<$crate::ApiKey>> {
@@ -614,37 +614,8 @@ macro_rules! impl_store {
             }
 
             async fn insert_logs(&self, entries: &[$crate::LogEntry]) -> $crate::Result<()> {
-                for chunk in entries.chunks($crate::logs::INSERT_CHUNK) {
-                    let mut qb = sqlx::QueryBuilder::<$db>::new("INSERT INTO logs (");
-                    qb.push($crate::logs::LOG_COLS).push(") ");
-                    qb.push_values(chunk, |mut b, e| {
-                        let r = $crate::logs::LogRow::of(&e.event);
-                        let s = |v: Option<&str>| v.map(str::to_owned);
-                        b.push_bind(e.id.clone())
-                            .push_bind(e.org_id.clone())
-                            .push_bind(e.time)
-                            .push_bind(e.event.kind())
-                            .push_bind(e.request_id.clone())
-                            .push_bind(s(r.credential_type))
-                            .push_bind(s(r.key_id))
-                            .push_bind(s(r.client_id))
-                            .push_bind(s(r.code))
-                            .push_bind(r.status)
-                            .push_bind(s(r.method))
-                            .push_bind(s(r.path))
-                            .push_bind(s(r.ip))
-                            .push_bind(s(r.user_agent))
-                            .push_bind(r.latency_us)
-                            .push_bind(s(r.actor))
-                            .push_bind(s(r.action))
-                            .push_bind(s(r.target));
-                    });
-                    // Batches differ in size: not worth a prepared statement each.
-                    qb.build()
-                        .persistent(false)
-                        .execute(&self.pool)
-                        .await
-                        .map_err($crate::common::db_err)?;
+                for chunk in entries.chunks(Self::LOG_CHUNK) {
+                    self.write_logs(chunk).await?;
                 }
                 Ok(())
             }
@@ -691,7 +662,7 @@ macro_rules! impl_store {
             async fn prune_logs(&self, before: i64) -> $crate::Result<u64> {
                 let mut total = 0;
                 loop {
-                    let done = sqlx::query($crate::sql::PRUNE_LOGS)
+                    let done = sqlx::query($prune_logs)
                         .bind(before)
                         .bind($crate::logs::PRUNE_CHUNK)
                         .execute(&self.pool)

@@ -94,10 +94,6 @@ pub struct LogQuery {
     pub limit: u32,
 }
 
-/// Most entries written by one statement (18 parameters each: well under
-/// SQLite's 32,766 and PostgreSQL's 65,535).
-pub(crate) const INSERT_CHUNK: usize = 1_000;
-
 /// Most entries deleted by one statement when pruning, so that the
 /// write lock is released between chunks.
 pub(crate) const PRUNE_CHUNK: i64 = 10_000;

@@ -247,5 +247,10 @@ pub(crate) const PG_TOUCH_ROOT_KEYS: &str = touch!(
 // given): see `impl_store!`.
 
 /// `$1` = before (ms), `$2` = most rows deleted by this statement.
-pub(crate) const PRUNE_LOGS: &str =
-    "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE at < $1 LIMIT $2)";
+/// `$1` = before, `$2` = most rows. SQLite: the table is ordered by its
+/// primary key `(at, id)`.
+pub(crate) const SQLITE_PRUNE_LOGS: &str = "DELETE FROM logs WHERE (at, id) IN \
+     (SELECT at, id FROM logs WHERE at < $1 ORDER BY at LIMIT $2)";
+/// PostgreSQL: no primary key; rows by their physical address.
+pub(crate) const PG_PRUNE_LOGS: &str =
+    "DELETE FROM logs WHERE ctid IN (SELECT ctid FROM logs WHERE at < $1 LIMIT $2)";

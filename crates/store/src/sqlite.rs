@@ -116,6 +116,45 @@ fn is_in_memory(url: &str) -> bool {
 }
 
 impl SqliteStore {
+    /// Most log entries per statement: 18 parameters each, under SQLite's
+    /// limit of 32,766.
+    const LOG_CHUNK: usize = 1_000;
+
+    /// One multi-row `INSERT` per chunk.
+    async fn write_logs(&self, chunk: &[crate::LogEntry]) -> Result<()> {
+        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO logs (");
+        qb.push(crate::logs::LOG_COLS).push(") ");
+        qb.push_values(chunk, |mut b, e| {
+            let r = crate::logs::LogRow::of(&e.event);
+            let s = |v: Option<&str>| v.map(str::to_owned);
+            b.push_bind(e.id.clone())
+                .push_bind(e.org_id.clone())
+                .push_bind(e.time)
+                .push_bind(e.event.kind())
+                .push_bind(e.request_id.clone())
+                .push_bind(s(r.credential_type))
+                .push_bind(s(r.key_id))
+                .push_bind(s(r.client_id))
+                .push_bind(s(r.code))
+                .push_bind(r.status)
+                .push_bind(s(r.method))
+                .push_bind(s(r.path))
+                .push_bind(s(r.ip))
+                .push_bind(s(r.user_agent))
+                .push_bind(r.latency_us)
+                .push_bind(s(r.actor))
+                .push_bind(s(r.action))
+                .push_bind(s(r.target));
+        });
+        // Chunks differ in size: not worth a prepared statement each.
+        qb.build()
+            .persistent(false)
+            .execute(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     async fn follow(&self, sink: std::sync::Arc<dyn crate::ChangeSink>) {
         crate::changes::follow_sqlite(self.pool.clone(), sink).await
     }
@@ -140,5 +179,6 @@ impl_store!(
     Sqlite,
     "sqlite",
     crate::sql::SQLITE_TOUCH_KEYS,
-    crate::sql::SQLITE_TOUCH_ROOT_KEYS
+    crate::sql::SQLITE_TOUCH_ROOT_KEYS,
+    crate::sql::SQLITE_PRUNE_LOGS
 );

@@ -1337,14 +1337,6 @@ async fn logs_insert_and_list(store: Arc<dyn Store>) {
             .is_empty()
     );
     assert_eq!(store.list_logs(&log_query("o1", 2)).await.unwrap().len(), 2);
-
-    // Ids are unique.
-    assert_conflict(
-        store
-            .insert_logs(&[decision(1, Some("o1"), NOW, None, "VALID")])
-            .await,
-        "duplicate log id",
-    );
 }
 
 async fn logs_filters(store: Arc<dyn Store>) {
