@@ -116,12 +116,21 @@ fn is_in_memory(url: &str) -> bool {
 }
 
 impl SqliteStore {
-    /// Most log entries per statement: 18 parameters each, under SQLite's
-    /// limit of 32,766.
+    /// Most log entries per statement (multi-row `INSERT`: 18 parameters
+    /// each, under SQLite's limit of 32,766) or per transaction.
     const LOG_CHUNK: usize = 1_000;
 
-    /// One multi-row `INSERT` per chunk.
+    /// On a file: rusqlite, one prepared statement, off the async threads.
+    /// In memory (only sqlx's connections see the data): a multi-row
+    /// `INSERT` per chunk.
     async fn write_logs(&self, chunk: &[crate::LogEntry]) -> Result<()> {
+        if let Some(readers) = &self.readers {
+            let readers = readers.clone();
+            let chunk = chunk.to_vec();
+            return tokio::task::spawn_blocking(move || readers.write_logs(&chunk))
+                .await
+                .map_err(|e| crate::StoreError::Corrupt(format!("log writer: {e}")))?;
+        }
         let mut qb = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO logs (");
         qb.push(crate::logs::LOG_COLS).push(") ");
         qb.push_values(chunk, |mut b, e| {

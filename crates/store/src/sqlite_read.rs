@@ -27,6 +27,8 @@ pub(crate) struct Readers {
     path: PathBuf,
     busy_timeout: Duration,
     idle: Mutex<Vec<Connection>>,
+    /// The usage log's writer: one connection, one prepared statement.
+    log_writer: Mutex<Option<Connection>>,
 }
 
 fn err(e: rusqlite::Error) -> StoreError {
@@ -39,7 +41,27 @@ impl Readers {
             path,
             busy_timeout,
             idle: Mutex::new(Vec::new()),
+            log_writer: Mutex::new(None),
         }
+    }
+
+    /// Writes usage log entries in one transaction, one prepared `INSERT`
+    /// per row: no statement to parse per batch, no hand-off per row.
+    /// Blocking: call it from `spawn_blocking`.
+    pub(crate) fn write_logs(&self, entries: &[crate::LogEntry]) -> Result<()> {
+        let mut slot = self
+            .log_writer
+            .lock()
+            .map_err(|_| StoreError::Corrupt("log writer poisoned".into()))?;
+        let conn = match slot.take() {
+            Some(c) => c,
+            None => self.open()?,
+        };
+        let res = insert_logs(&conn, entries);
+        if res.is_ok() {
+            *slot = Some(conn);
+        }
+        res.map_err(|e| StoreError::Corrupt(format!("sqlite log write: {e}")))
     }
 
     fn open(&self) -> Result<Connection> {
@@ -174,4 +196,41 @@ fn raw_key(r: &Row<'_>) -> rusqlite::Result<RawKey> {
         },
         ip_allowlist: r.get("ip_allowlist")?,
     })
+}
+
+const INSERT_LOG: &str = concat!(
+    "INSERT INTO logs (id, org_id, at, kind, request_id, credential_type, key_id, client_id, ",
+    "code, status, method, path, ip, user_agent, latency_us, actor, action, target) ",
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+);
+
+fn insert_logs(conn: &Connection, entries: &[crate::LogEntry]) -> rusqlite::Result<()> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare_cached(INSERT_LOG)?;
+        for e in entries {
+            let r = crate::logs::LogRow::of(&e.event);
+            stmt.execute(rusqlite::params![
+                e.id,
+                e.org_id,
+                e.time,
+                e.event.kind(),
+                e.request_id,
+                r.credential_type,
+                r.key_id,
+                r.client_id,
+                r.code,
+                r.status,
+                r.method,
+                r.path,
+                r.ip,
+                r.user_agent,
+                r.latency_us,
+                r.actor,
+                r.action,
+                r.target,
+            ])?;
+        }
+    }
+    tx.commit()
 }
