@@ -443,7 +443,7 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
             let (k, secret) = service::create_key(app, &cli, &a.org, req).await?;
             let view = NewKeyView {
                 key: secret.clone(),
-                record: KeyView::new(&k, now),
+                record: KeyView::new(&k, app.now_ms()),
             };
             print(json, &view, || {
                 format!(
@@ -469,7 +469,7 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
             )
             .await?;
             let page = ListPage {
-                data: rows.iter().map(|k| KeyView::new(k, now)).collect(),
+                data: rows.iter().map(|k| KeyView::new(k, app.now_ms())).collect(),
                 next_cursor,
             };
             print(json, &page, || {
@@ -498,7 +498,7 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
         }
         Command::Keys(KeysCmd::Revoke { key_id, reason }) => {
             let k = service::revoke_key(app, &cli, &key_id, service::RevokeKey { reason }).await?;
-            let view = KeyView::new(&k, now);
+            let view = KeyView::new(&k, app.now_ms());
             print(json, &view, || {
                 format!(
                     "Revoked {} ({})",
@@ -517,7 +517,7 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
             let (new, secret, old) = service::rotate_key(app, &cli, &key_id, req).await?;
             let view = NewKeyView {
                 key: secret.clone(),
-                record: KeyView::new(&new, now),
+                record: KeyView::new(&new, app.now_ms()),
             };
             print(json, &view, || {
                 let until = old
