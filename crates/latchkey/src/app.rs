@@ -198,11 +198,7 @@ impl App {
         let trusted_proxies = config
             .trusted_proxies
             .iter()
-            .filter_map(|p| {
-                p.parse::<ipnet::IpNet>()
-                    .ok()
-                    .or_else(|| p.parse::<std::net::IpAddr>().ok().map(Into::into))
-            })
+            .filter_map(|p| crate::limits::parse_net(p))
             .collect();
         let app = Arc::new(App {
             limiter,

@@ -642,7 +642,7 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
     validate_proxy(&c.proxy)?;
     validate_ratelimit(&c.ratelimit)?;
     for (i, p) in c.trusted_proxies.iter().enumerate() {
-        if p.parse::<ipnet::IpNet>().is_err() && p.parse::<std::net::IpAddr>().is_err() {
+        if crate::limits::parse_net(p).is_none() {
             return err(
                 &format!("trusted_proxies.{i}"),
                 format!("`{p}` is not an IP address or CIDR"),

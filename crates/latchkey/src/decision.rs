@@ -213,12 +213,11 @@ async fn check(app: &App, key: Arc<Cached<ApiKey>>, ask: Ask<'_>) -> Result<Gran
     }
     let refuse = |e: ApiError| e.with_ratelimit(ratelimit);
     if key.environment != environment {
-        return Err(ApiError::new(
+        return Err(refuse(ApiError::new(
             Code::WrongEnvironment,
             format!("This is a {} key: {} keys only work in the {} environment, and this request is for {environment}.", key.environment, key.environment, key.environment),
         )
-        .presented()
-        .with_ratelimit(ratelimit));
+        .presented()));
     }
     let missing = app.scopes.missing(&key.scopes, required_scopes);
     if !missing.is_empty() {

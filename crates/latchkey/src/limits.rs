@@ -128,11 +128,15 @@ pub fn check_allowlist(field: &str, list: &[String], errors: &mut Vec<FieldError
 }
 
 fn parse_cidr(s: &str) -> Option<IpNet> {
-    let s = s.trim();
-    if let Ok(net) = s.parse::<IpNet>() {
-        return Some(net.trunc());
-    }
-    s.parse::<IpAddr>().ok().map(IpNet::from)
+    parse_net(s.trim()).map(|net| net.trunc())
+}
+
+/// A CIDR, or a bare address meaning just that address (`trusted_proxies`,
+/// `ip_allowlist`).
+pub fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
 /// Whether `ip` is in `allowlist` (empty: anywhere).

@@ -139,13 +139,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     }
 }
 
-/// Where a credential was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Place {
-    Bearer,
-    ApiKeyScheme,
-    Header(String),
-    Query(String),
+/// Whether `scheme` is an `Authorization` scheme latchkey reads a
+/// credential from (`Bearer`, `ApiKey`, as `cfg` enables them).
+pub fn reads_scheme(scheme: &str, cfg: &Credentials) -> bool {
+    (cfg.bearer && scheme.eq_ignore_ascii_case("bearer"))
+        || (cfg.apikey_scheme && scheme.eq_ignore_ascii_case("apikey"))
 }
 
 /// Finds the one credential of a request in the places `cfg` enables
@@ -157,8 +155,8 @@ pub fn credential(
     headers: &HeaderMap,
     query: Option<&str>,
     cfg: &Credentials,
-) -> Result<Option<(String, Place)>, ApiError> {
-    let mut found: Vec<(String, Place)> = Vec::new();
+) -> Result<Option<String>, ApiError> {
+    let mut found: Vec<String> = Vec::new();
     let mut auth = headers.get_all(header::AUTHORIZATION).iter();
     if let Some(v) = auth.next() {
         if auth.next().is_some() {
@@ -173,11 +171,7 @@ pub fn credential(
         })?;
         let (scheme, value) = v.trim().split_once(' ').unwrap_or((v.trim(), ""));
         let value = value.trim();
-        let place = if scheme.eq_ignore_ascii_case("bearer") && cfg.bearer {
-            Place::Bearer
-        } else if scheme.eq_ignore_ascii_case("apikey") && cfg.apikey_scheme {
-            Place::ApiKeyScheme
-        } else {
+        if !reads_scheme(scheme, cfg) {
             let accepted: Vec<&str> = [(cfg.bearer, "Bearer"), (cfg.apikey_scheme, "ApiKey")]
                 .into_iter()
                 .filter(|(on, _)| *on)
@@ -191,13 +185,13 @@ pub fn credential(
                     accepted.join(" or ")
                 }
             )));
-        };
+        }
         if value.is_empty() || value.contains(char::is_whitespace) {
             return Err(ApiError::invalid_request(
                 "The Authorization header must be `<scheme> <credential>` with one credential.",
             ));
         }
-        found.push((value.to_owned(), place));
+        found.push(value.to_owned());
     }
     for name in &cfg.headers {
         let mut values = headers.get_all(name.as_str()).iter();
@@ -218,7 +212,7 @@ pub fn credential(
                     "The `{name}` header is empty."
                 )));
             }
-            found.push((v.to_owned(), Place::Header(name.clone())));
+            found.push(v.to_owned());
         }
     }
     if !cfg.query_param.is_empty()
@@ -231,7 +225,7 @@ pub fn credential(
                         "The `{k}` query parameter is empty."
                     )));
                 }
-                found.push((v.into_owned(), Place::Query(k.into_owned())));
+                found.push(v.into_owned());
             }
         }
     }
@@ -239,7 +233,7 @@ pub fn credential(
     let Some(first) = it.next() else {
         return Ok(None);
     };
-    if it.any(|(v, _)| v != first.0) {
+    if it.any(|v| v != first) {
         return Err(ApiError::invalid_request(
             "The request carries two different credentials; send exactly one.",
         ));
@@ -250,8 +244,7 @@ pub fn credential(
 impl FromRequestParts<Arc<App>> for Principal {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
-        let Some((cred, _)) =
-            credential(&parts.headers, parts.uri.query(), &app.config.credentials)?
+        let Some(cred) = credential(&parts.headers, parts.uri.query(), &app.config.credentials)?
         else {
             return Err(ApiError::new(
                 Code::MissingKey,

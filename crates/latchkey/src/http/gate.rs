@@ -187,8 +187,7 @@ pub async fn decide(app: &App, o: Original<'_>) -> Result<Passed, Refusal> {
     if route.public {
         return Ok(Passed::Public);
     }
-    let presented = credential(headers, target.query(), &app.config.credentials)?;
-    let cred = presented.map(|(c, _)| c).unwrap_or_default();
+    let cred = credential(headers, target.query(), &app.config.credentials)?.unwrap_or_default();
     let started = std::time::Instant::now();
     let res = decision::decide(
         app,

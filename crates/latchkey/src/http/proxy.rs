@@ -118,10 +118,7 @@ fn strip_credentials(h: &mut HeaderMap, cfg: &Credentials) {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_start().split(' ').next().unwrap_or_default())
-        .is_some_and(|scheme| {
-            (cfg.bearer && scheme.eq_ignore_ascii_case("bearer"))
-                || (cfg.apikey_scheme && scheme.eq_ignore_ascii_case("apikey"))
-        });
+        .is_some_and(|scheme| super::extract::reads_scheme(scheme, cfg));
     if reads_authorization {
         h.remove(header::AUTHORIZATION);
     }
