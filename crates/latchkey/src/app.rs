@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use latchkey_core::scope::ScopePolicy;
+use latchkey_store::oauth::{AccessToken, Client, Grant};
 use latchkey_store::{ApiKey, Change, ChangeSink, LogEntry, RootKey, Store, StoreError};
 use tokio::sync::mpsc;
 
@@ -116,6 +117,19 @@ impl Drop for App {
 pub struct Caches {
     keys: moka::sync::Cache<[u8; 32], Arc<Cached<ApiKey>>>,
     roots: moka::sync::Cache<[u8; 32], Arc<Cached<RootKey>>>,
+    /// OAuth clients by id (token endpoint, token checks).
+    clients: moka::sync::Cache<String, Arc<Client>>,
+    /// Grants by id: whether the tokens issued from one still hold.
+    grants: moka::sync::Cache<String, Arc<Grant>>,
+    /// Opaque access tokens by digest.
+    access_tokens: moka::sync::Cache<[u8; 32], Arc<AccessToken>>,
+    /// Revoked JWT ids (with their expiry, ms): every one not yet
+    /// expired, loaded from the store and kept by the change feed, so
+    /// checking a token costs no lookup. Valid while `jtis_loaded`.
+    revoked_jtis: moka::sync::Cache<String, i64>,
+    jtis_loaded: AtomicBool,
+    /// Set when the signing keys changed: reloaded before the next use.
+    signing_keys_stale: AtomicBool,
     /// Bumped whenever a cached record is forgotten, so that a cache fill
     /// that read the store before a change can tell and not cache what it
     /// read (see [`App::cached`]).
@@ -130,6 +144,12 @@ impl Caches {
         match change {
             Change::ApiKey(d) => self.keys.invalidate(&d),
             Change::RootKey(d) => self.roots.invalidate(&d),
+            Change::Client(id) => self.clients.invalidate(&id),
+            Change::Grant(id) => self.grants.invalidate(&id),
+            Change::AccessToken(d) => self.access_tokens.invalidate(&d),
+            // Its expiry is not in the notice: kept until the next reload.
+            Change::RevokedJti(jti) => self.revoked_jtis.insert(jti, i64::MAX),
+            Change::SigningKeys => self.signing_keys_stale.store(true, Ordering::Release),
         }
     }
 
@@ -137,6 +157,12 @@ impl Caches {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.keys.invalidate_all();
         self.roots.invalidate_all();
+        self.clients.invalidate_all();
+        self.grants.invalidate_all();
+        self.access_tokens.invalidate_all();
+        self.signing_keys_stale.store(true, Ordering::Release);
+        // Revocations may have been missed: reload before trusting the set.
+        self.jtis_loaded.store(false, Ordering::Release);
     }
 }
 
@@ -185,6 +211,21 @@ impl App {
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),
+            clients: moka::sync::Cache::builder()
+                .max_capacity(cap)
+                .time_to_live(ttl)
+                .build(),
+            grants: moka::sync::Cache::builder()
+                .max_capacity(cap)
+                .time_to_live(ttl)
+                .build(),
+            access_tokens: moka::sync::Cache::builder()
+                .max_capacity(cap)
+                .time_to_live(ttl)
+                .build(),
+            revoked_jtis: moka::sync::Cache::builder().build(),
+            jtis_loaded: AtomicBool::new(false),
+            signing_keys_stale: AtomicBool::new(true),
             generation: AtomicU64::new(0),
             // Until the feed follows changes, nothing is cached.
             bypass: AtomicBool::new(true),

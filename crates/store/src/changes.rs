@@ -15,11 +15,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What a change was made to, by the digest the caches are keyed by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a change was made to, by what the caches are keyed by: a
+/// digest for keys and opaque tokens, an id for other records.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     ApiKey([u8; 32]),
     RootKey([u8; 32]),
+    /// An OAuth client changed or was deleted.
+    Client(String),
+    /// A grant was revoked or deleted.
+    Grant(String),
+    /// An opaque access token was revoked or deleted.
+    AccessToken([u8; 32]),
+    /// A JWT access token was revoked (its `jti`).
+    RevokedJti(String),
+    /// A signing key was added, retired or removed.
+    SigningKeys,
 }
 
 /// Where the feed reports. Calls come from one task, in order.
@@ -43,17 +54,33 @@ pub const PG_RETRY: Duration = Duration::from_millis(500);
 /// The notification channel.
 pub const PG_CHANNEL: &str = "latchkey_changes";
 
-/// Parses a notification payload `<table>:<hex digest>`.
+/// Parses a notification payload `<table>:<hex digest>` (keys, opaque
+/// tokens), `<table>:<id>` (other records) or `signing_keys:`.
 pub(crate) fn parse_payload(payload: &str) -> Option<Change> {
-    let (table, hex) = payload.split_once(':')?;
-    let digest = decode_hex32(hex)?;
-    table_change(table, digest)
+    let (table, rest) = payload.split_once(':')?;
+    match table {
+        "api_keys" | "root_keys" | "access_tokens" => table_change(table, &decode_hex32(rest)?),
+        _ => table_change(table, rest.as_bytes()),
+    }
 }
 
-pub(crate) fn table_change(table: &str, digest: [u8; 32]) -> Option<Change> {
+/// The change a row of table `table` names by `value` (a digest or an id).
+pub(crate) fn table_change(table: &str, value: &[u8]) -> Option<Change> {
+    let digest = || <[u8; 32]>::try_from(value).ok();
+    let id = || {
+        std::str::from_utf8(value)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
     match table {
-        "api_keys" => Some(Change::ApiKey(digest)),
-        "root_keys" => Some(Change::RootKey(digest)),
+        "api_keys" => Some(Change::ApiKey(digest()?)),
+        "root_keys" => Some(Change::RootKey(digest()?)),
+        "access_tokens" => Some(Change::AccessToken(digest()?)),
+        "clients" => Some(Change::Client(id()?)),
+        "grants" => Some(Change::Grant(id()?)),
+        "revoked_jtis" => Some(Change::RevokedJti(id()?)),
+        "signing_keys" => Some(Change::SigningKeys),
         _ => None,
     }
 }
@@ -152,10 +179,7 @@ pub(crate) async fn follow_sqlite(pool: sqlx::SqlitePool, sink: Arc<dyn ChangeSi
                         expected = seq + 1;
                         let table: String = row.try_get(1usize).unwrap_or_default();
                         let digest: Vec<u8> = row.try_get(2usize).unwrap_or_default();
-                        match <[u8; 32]>::try_from(digest.as_slice())
-                            .ok()
-                            .and_then(|d| table_change(&table, d))
-                        {
+                        match table_change(&table, &digest) {
                             Some(change) => sink.changed(change),
                             None => tracing::warn!(seq, "change feed: unreadable change ignored"),
                         }
@@ -217,6 +241,24 @@ mod tests {
             Some(Change::RootKey(d))
         );
         assert_eq!(parse_payload(&format!("orgs:{hex}")), None);
+        assert_eq!(
+            parse_payload(&format!("access_tokens:{hex}")),
+            Some(Change::AccessToken(d))
+        );
+        assert_eq!(
+            parse_payload("clients:cli_abc"),
+            Some(Change::Client("cli_abc".to_owned()))
+        );
+        assert_eq!(
+            parse_payload("grants:grt_1"),
+            Some(Change::Grant("grt_1".to_owned()))
+        );
+        assert_eq!(
+            parse_payload("revoked_jtis:j1"),
+            Some(Change::RevokedJti("j1".to_owned()))
+        );
+        assert_eq!(parse_payload("signing_keys:"), Some(Change::SigningKeys));
+        assert_eq!(parse_payload("clients:"), None);
         assert_eq!(parse_payload("api_keys:00"), None);
         assert_eq!(
             parse_payload(&format!("api_keys:{}", "zz".repeat(32))),

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 pub mod changes;
 mod common;
 mod logs;
+pub mod oauth;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -18,6 +19,7 @@ mod sqlite_read;
 pub mod testing;
 
 pub use changes::{Change, ChangeSink};
+pub use oauth::OAuthStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -166,7 +168,7 @@ pub struct Page {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: oauth::OAuthStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
     /// Runs the pending migrations.

@@ -68,6 +68,11 @@ impl PgStore {
                 "logs",
                 include_str!("../migrations/postgres/0004_logs.sql"),
             ),
+            (
+                5,
+                "oauth",
+                include_str!("../migrations/postgres/0005_oauth.sql"),
+            ),
         ])
     }
 
@@ -194,3 +199,17 @@ impl_store!(
     crate::sql::PG_TOUCH_ROOT_KEYS,
     crate::sql::PG_PRUNE_LOGS
 );
+
+impl PgStore {
+    /// Serializes the first-key insert of nodes starting at once (its
+    /// `WHERE NOT EXISTS` alone would let two in).
+    async fn lock_signing_keys(&self, tx: &mut Transaction<'static, Postgres>) -> Result<()> {
+        sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut **tx)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+crate::oauth::impl_oauth_store!(PgStore, Postgres);

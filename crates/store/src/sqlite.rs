@@ -100,6 +100,11 @@ impl SqliteStore {
                 "logs",
                 include_str!("../migrations/sqlite/0004_logs.sql"),
             ),
+            (
+                5,
+                "oauth",
+                include_str!("../migrations/sqlite/0005_oauth.sql"),
+            ),
         ])
     }
 
@@ -191,3 +196,12 @@ impl_store!(
     crate::sql::SQLITE_TOUCH_ROOT_KEYS,
     crate::sql::SQLITE_PRUNE_LOGS
 );
+
+impl SqliteStore {
+    /// Writers already hold SQLite's one write lock (`BEGIN IMMEDIATE`).
+    async fn lock_signing_keys(&self, _tx: &mut Transaction<'static, Sqlite>) -> Result<()> {
+        Ok(())
+    }
+}
+
+crate::oauth::impl_oauth_store!(SqliteStore, Sqlite);
