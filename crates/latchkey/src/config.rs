@@ -19,6 +19,23 @@ use latchkey_core::scope::{ScopePolicy, is_scope_token};
 /// Prefix of root (management) keys. Not configurable: it must never
 /// collide with an API key kind.
 pub const ROOT_PREFIX: &str = "lk_root_";
+/// OAuth client secrets.
+pub const CLIENT_SECRET_PREFIX: &str = "lk_cs_";
+/// Refresh tokens.
+pub const REFRESH_PREFIX: &str = "lk_rt_";
+/// Opaque access tokens.
+pub const ACCESS_PREFIX: &str = "lk_at_";
+/// Authorization codes.
+pub const CODE_PREFIX: &str = "lk_ac_";
+/// Every prefix of a secret latchkey makes itself: no key kind may
+/// overlap one (a key could not be told from it).
+pub const RESERVED_PREFIXES: &[&str] = &[
+    ROOT_PREFIX,
+    CLIENT_SECRET_PREFIX,
+    REFRESH_PREFIX,
+    ACCESS_PREFIX,
+    CODE_PREFIX,
+];
 
 /// Top-level settings, used to tell `LATCHKEY_*` variables that are
 /// config from the ones that are not (e.g. test settings).
@@ -69,7 +86,8 @@ pub struct Config {
     /// the client address is read from `X-Forwarded-For` (the right-most
     /// address that is not itself a trusted proxy).
     pub trusted_proxies: Vec<String>,
-    pub oauth: toml::Table,
+    /// The OAuth 2.0 authorization server (SPEC §8).
+    pub oauth: OAuthConfig,
     pub jwt_auth: toml::Table,
     /// What each route of the protected API requires (SPEC §6).
     pub routes: Vec<RouteSpec>,
@@ -114,7 +132,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             ratelimit: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
-            oauth: toml::Table::new(),
+            oauth: OAuthConfig::default(),
             jwt_auth: toml::Table::new(),
             routes: Vec::new(),
             proxy: ProxyConfig::default(),
@@ -188,6 +206,35 @@ impl Default for CacheConfig {
         Self {
             ttl: Dur(Duration::from_secs(60)),
             capacity: 100_000,
+        }
+    }
+}
+
+/// The OAuth 2.0 authorization server (SPEC §8 `[oauth]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    pub access_token_ttl: Dur,
+    pub refresh_token_ttl: Dur,
+    pub code_ttl: Dur,
+    /// `jwt` (RFC 9068) or `opaque`.
+    pub access_token_format: String,
+    /// `EdDSA`, `ES256` or `RS256`: the alg of the keys made from now on.
+    pub signing_alg: String,
+    /// `aud` of access tokens; default: `[jwt_auth] audience` if set,
+    /// else `public_url`.
+    pub audience: Option<String>,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: Dur(Duration::from_secs(3600)),
+            refresh_token_ttl: Dur(Duration::from_secs(30 * 86_400)),
+            code_ttl: Dur(Duration::from_secs(60)),
+            access_token_format: "jwt".into(),
+            signing_alg: "EdDSA".into(),
+            audience: None,
         }
     }
 }
@@ -600,13 +647,18 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
                 );
             }
         }
-        if ROOT_PREFIX.starts_with(&k.prefix) || k.prefix.starts_with(ROOT_PREFIX) {
+        if let Some(r) = RESERVED_PREFIXES
+            .iter()
+            .find(|r| r.starts_with(&k.prefix) || k.prefix.starts_with(*r))
+        {
+            let what = if *r == ROOT_PREFIX {
+                "the root key prefix"
+            } else {
+                "latchkey's own prefix"
+            };
             return err(
                 &format!("{at}.prefix"),
-                format!(
-                    "`{}` overlaps the root key prefix `{ROOT_PREFIX}`",
-                    k.prefix
-                ),
+                format!("`{}` overlaps {what} `{r}`", k.prefix),
             );
         }
     }
@@ -649,6 +701,7 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             );
         }
     }
+    validate_oauth(&c.oauth)?;
     if c.logs.retention.0 < Duration::from_secs(3600) {
         return err(
             "logs.retention",
@@ -697,6 +750,17 @@ impl Config {
         self.public_url.trim_end_matches('/')
     }
 
+    /// `aud` of the access tokens issued here.
+    pub fn token_audience(&self) -> String {
+        if let Some(a) = &self.oauth.audience {
+            return a.clone();
+        }
+        match self.jwt_auth.get("audience").and_then(|v| v.as_str()) {
+            Some(a) if !a.is_empty() => a.to_owned(),
+            _ => self.public_url().to_owned(),
+        }
+    }
+
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
     }
@@ -704,9 +768,6 @@ impl Config {
     /// The sections accepted and validated now but acted on by later work.
     pub fn inactive_sections(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if !self.oauth.is_empty() {
-            v.push("oauth");
-        }
         if !self.jwt_auth.is_empty() {
             v.push("jwt_auth");
         }
@@ -764,6 +825,40 @@ fn validate_routes(c: &Config) -> Result<(), (String, String)> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+fn validate_oauth(o: &OAuthConfig) -> Result<(), (String, String)> {
+    if !matches!(o.access_token_format.as_str(), "jwt" | "opaque") {
+        return err(
+            "oauth.access_token_format",
+            format!("`{}` is not `jwt` or `opaque`", o.access_token_format),
+        );
+    }
+    if !matches!(o.signing_alg.as_str(), "EdDSA" | "ES256" | "RS256") {
+        return err(
+            "oauth.signing_alg",
+            format!("`{}` is not `EdDSA`, `ES256` or `RS256`", o.signing_alg),
+        );
+    }
+    let within = |name: &str, d: &Dur, lo: u64, hi: u64| {
+        if d.0 < Duration::from_secs(lo) || d.0 > Duration::from_secs(hi) {
+            err(
+                &format!("oauth.{name}"),
+                format!("must be between {lo} s and {hi} s"),
+            )
+        } else {
+            Ok(())
+        }
+    };
+    within("access_token_ttl", &o.access_token_ttl, 60, 86_400)?;
+    within("refresh_token_ttl", &o.refresh_token_ttl, 60, 365 * 86_400)?;
+    within("code_ttl", &o.code_ttl, 10, 600)?;
+    if let Some(a) = &o.audience
+        && (a.is_empty() || a.contains(char::is_whitespace))
+    {
+        return err("oauth.audience", "must be a non-empty URI".into());
     }
     Ok(())
 }

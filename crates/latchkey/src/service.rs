@@ -62,7 +62,7 @@ pub fn root_scope_policy() -> &'static latchkey_core::scope::ScopePolicy {
     &POLICY
 }
 
-fn check_name(field: &str, v: &str, errors: &mut Vec<FieldError>) {
+pub(crate) fn check_name(field: &str, v: &str, errors: &mut Vec<FieldError>) {
     if v.trim().is_empty() || v.chars().count() > MAX_NAME || v.chars().any(char::is_control) {
         errors.push(FieldError {
             field: field.into(),
@@ -71,7 +71,7 @@ fn check_name(field: &str, v: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn check_scopes(
+pub(crate) fn check_scopes(
     policy: &latchkey_core::scope::ScopePolicy,
     scopes: &[String],
     explicit_only: bool,
@@ -117,7 +117,7 @@ impl Actor {
     }
 
     /// Logs `action` on `target`, in `org_id` (None: instance-level).
-    fn did(&self, app: &App, org_id: Option<&str>, action: &'static str, target: &str) {
+    pub(crate) fn did(&self, app: &App, org_id: Option<&str>, action: &'static str, target: &str) {
         app.log_action(ActionLog {
             org_id: org_id.map(str::to_owned),
             request_id: self.request_id.clone(),
@@ -128,7 +128,7 @@ impl Actor {
     }
 }
 
-fn done(errors: Vec<FieldError>) -> Result<(), ApiError> {
+pub(crate) fn done(errors: Vec<FieldError>) -> Result<(), ApiError> {
     if errors.is_empty() {
         Ok(())
     } else {
@@ -354,7 +354,7 @@ fn check_external_id(v: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-fn dedup(mut v: Vec<String>) -> Vec<String> {
+pub(crate) fn dedup(mut v: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::new();
     v.retain(|s| seen.insert(s.clone()));
     v
