@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod decision;
 pub mod error;
 pub mod http;
+pub mod jose;
 pub mod limits;
 pub mod logs;
 pub mod ratelimit;
