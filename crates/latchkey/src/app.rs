@@ -395,6 +395,14 @@ impl App {
             self.caches.forget(Change::RootKey(d));
         }
     }
+
+    pub fn forget_client(&self, id: &str) {
+        self.caches.forget(Change::Client(id.to_owned()));
+    }
+
+    pub fn forget_grant(&self, id: &str) {
+        self.caches.forget(Change::Grant(id.to_owned()));
+    }
 }
 
 /// The configured rate-limit backend. Redis is connected lazily, so a node

@@ -357,6 +357,24 @@ struct Payload {
     nbf: Option<i64>,
 }
 
+/// A client's registered public JWK as a key to verify with, if it is
+/// one latchkey can use (RSA, EC P-256, Ed25519), with the algorithm it
+/// fits; `None` for anything else (symmetric keys included).
+pub fn decoding_key(jwk: &serde_json::Value) -> Option<(SigningAlg, DecodingKey)> {
+    let jwk: Jwk = serde_json::from_value(jwk.clone()).ok()?;
+    let alg = match &jwk.algorithm {
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            SigningAlg::EdDSA
+        }
+        AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+            SigningAlg::ES256
+        }
+        AlgorithmParameters::RSA(_) => SigningAlg::RS256,
+        _ => return None,
+    };
+    DecodingKey::from_jwk(&jwk).ok().map(|k| (alg, k))
+}
+
 impl Verifier {
     /// Each JWK needs a `kid` and an `alg` latchkey signs with, and key
     /// parameters of that alg's type (OKP Ed25519, EC P-256, RSA).

@@ -14,6 +14,7 @@ pub mod http;
 pub mod jose;
 pub mod limits;
 pub mod logs;
+pub mod oauth;
 pub mod ratelimit;
 pub mod service;
 pub mod views;

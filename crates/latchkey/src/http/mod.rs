@@ -1,5 +1,6 @@
 //! The HTTP server: one router, one error type, one middleware stack.
 
+pub mod clients;
 pub mod extract;
 pub mod forward_auth;
 pub mod gate;
@@ -122,6 +123,7 @@ fn api_router() -> OpenApiRouter<Arc<App>> {
     );
     OpenApiRouter::with_openapi(doc)
         .merge(v1::router())
+        .merge(clients::router())
         .merge(forward_auth::router())
 }
 

@@ -43,7 +43,7 @@ pub fn router() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(instance))
 }
 
-fn known(id: &str, prefix: &str, what: &str) -> Result<(), ApiError> {
+pub(crate) fn known(id: &str, prefix: &str, what: &str) -> Result<(), ApiError> {
     if is_id(id, prefix) {
         Ok(())
     } else {
@@ -55,18 +55,18 @@ fn known(id: &str, prefix: &str, what: &str) -> Result<(), ApiError> {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// 1 to 200, default 50.
-    limit: Option<u32>,
+    pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct KeyListParams {
     /// 1 to 200, default 50.
-    limit: Option<u32>,
+    pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
     /// Only the keys of this owner.
     external_id: Option<String>,
 }
@@ -143,7 +143,7 @@ async fn create_key(
     ))
 }
 
-fn no_store() -> [(axum::http::HeaderName, &'static str); 1] {
+pub(crate) fn no_store() -> [(axum::http::HeaderName, &'static str); 1] {
     [(axum::http::header::CACHE_CONTROL, "no-store")]
 }
 

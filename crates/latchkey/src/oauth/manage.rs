@@ -854,7 +854,13 @@ mod tests {
             normalize_email(" Ada@Example.COM "),
             Some("ada@example.com".into())
         );
-        for bad in ["ada", "@example.com", "ada@example", "a da@example.com", "ada@.com"] {
+        for bad in [
+            "ada",
+            "@example.com",
+            "ada@example",
+            "a da@example.com",
+            "ada@.com",
+        ] {
             assert_eq!(normalize_email(bad), None, "{bad}");
         }
     }

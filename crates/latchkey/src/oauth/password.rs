@@ -4,8 +4,8 @@
 
 use std::sync::LazyLock;
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 
 /// Shortest and longest password accepted.
 pub const MIN_LEN: usize = 8;

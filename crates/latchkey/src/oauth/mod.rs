@@ -1,0 +1,5 @@
+//! The OAuth 2.0 authorization server (SPEC §8): clients and users
+//! (`manage`), passwords, signing keys, the token endpoint, authorization.
+
+pub mod manage;
+pub mod password;
