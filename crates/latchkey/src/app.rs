@@ -97,6 +97,8 @@ pub struct App {
     pub blocked_ips: moka::sync::Cache<std::net::IpAddr, i64>,
     /// `trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The keys access tokens are signed with.
+    pub keys: crate::oauth::keys::KeyRing,
     caches: Arc<Caches>,
     uses: mpsc::Sender<Use>,
     /// The usage log's queue (see [`crate::logs`]).
@@ -128,6 +130,7 @@ pub struct Caches {
     /// checking a token costs no lookup. Valid while `jtis_loaded`.
     revoked_jtis: moka::sync::Cache<String, i64>,
     jtis_loaded: AtomicBool,
+    jtis_loading: tokio::sync::Mutex<()>,
     /// Set when the signing keys changed: reloaded before the next use.
     signing_keys_stale: AtomicBool,
     /// Bumped whenever a cached record is forgotten, so that a cache fill
@@ -225,6 +228,7 @@ impl App {
                 .build(),
             revoked_jtis: moka::sync::Cache::builder().build(),
             jtis_loaded: AtomicBool::new(false),
+            jtis_loading: tokio::sync::Mutex::new(()),
             signing_keys_stale: AtomicBool::new(true),
             generation: AtomicU64::new(0),
             // Until the feed follows changes, nothing is cached.
@@ -248,6 +252,7 @@ impl App {
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
             trusted_proxies,
+            keys: Default::default(),
             scopes: config.scope_policy(),
             routes: config.route_table(),
             proxy: crate::http::proxy::Proxy::new(&config.proxy),
@@ -396,6 +401,96 @@ impl App {
         }
     }
 
+    /// Whether the signing keys changed since last asked.
+    pub fn take_signing_keys_stale(&self) -> bool {
+        self.caches.signing_keys_stale.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn mark_signing_keys_stale(&self) {
+        self.caches
+            .signing_keys_stale
+            .store(true, Ordering::Release);
+    }
+
+    /// An OAuth client by id: from this node's cache, else from the store.
+    pub async fn client(&self, id: &str) -> Result<Option<Arc<Client>>, StoreError> {
+        let store = &self.store;
+        by_id(
+            &self.caches,
+            &self.caches.clients,
+            id.to_owned(),
+            || async {
+                match store.get_client(id).await {
+                    Ok(c) => Ok(Some(c)),
+                    Err(StoreError::NotFound) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await
+    }
+
+    /// A grant by id: from this node's cache, else from the store.
+    pub async fn grant(&self, id: &str) -> Result<Option<Arc<Grant>>, StoreError> {
+        let store = &self.store;
+        by_id(&self.caches, &self.caches.grants, id.to_owned(), || async {
+            match store.get_grant(id).await {
+                Ok(g) => Ok(Some(g)),
+                Err(StoreError::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await
+    }
+
+    /// An opaque access token by digest: from this node's cache, else
+    /// from the store.
+    pub async fn access_token(
+        &self,
+        digest: [u8; 32],
+    ) -> Result<Option<Arc<AccessToken>>, StoreError> {
+        let store = &self.store;
+        by_id(&self.caches, &self.caches.access_tokens, digest, || {
+            store.access_token_by_digest(&digest)
+        })
+        .await
+    }
+
+    /// Whether a JWT access token's id was revoked: from this node's set
+    /// of revoked ids (loaded once, then kept by the change feed), or from
+    /// the store while the feed is down.
+    pub async fn jti_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let c = &self.caches;
+        if c.bypass.load(Ordering::Acquire) {
+            return self.store.is_jti_revoked(jti).await;
+        }
+        if !c.jtis_loaded.load(Ordering::Acquire) {
+            let _one = c.jtis_loading.lock().await;
+            if !c.jtis_loaded.load(Ordering::Acquire) {
+                // Set first: a revocation arriving during the load is
+                // inserted by the feed and kept.
+                c.jtis_loaded.store(true, Ordering::Release);
+                match self.store.revoked_jtis(self.now_ms()).await {
+                    Ok(rows) => {
+                        for (jti, exp) in rows {
+                            c.revoked_jtis.insert(jti, exp);
+                        }
+                    }
+                    Err(e) => {
+                        c.jtis_loaded.store(false, Ordering::Release);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(c.revoked_jtis.contains_key(jti))
+    }
+
+    /// Records a revoked JWT id here at once (the feed tells other nodes).
+    pub fn note_revoked_jti(&self, jti: &str, exp_ms: i64) {
+        self.caches.revoked_jtis.insert(jti.to_owned(), exp_ms);
+    }
+
     pub fn forget_client(&self, id: &str) {
         self.caches.forget(Change::Client(id.to_owned()));
     }
@@ -403,6 +498,40 @@ impl App {
     pub fn forget_grant(&self, id: &str) {
         self.caches.forget(Change::Grant(id.to_owned()));
     }
+}
+
+/// Answers from `cache`, else runs `fetch` and caches what it read unless
+/// a change was made meanwhile (as [`App::cached`] does for keys).
+async fn by_id<K, V, F, Fut>(
+    caches: &Caches,
+    cache: &moka::sync::Cache<K, Arc<V>>,
+    key: K,
+    fetch: F,
+) -> Result<Option<Arc<V>>, StoreError>
+where
+    K: std::hash::Hash + Eq + Send + Sync + Clone + 'static,
+    V: Send + Sync + 'static,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<V>, StoreError>>,
+{
+    if caches.bypass.load(Ordering::Acquire) {
+        return Ok(fetch().await?.map(Arc::new));
+    }
+    if let Some(hit) = cache.get(&key) {
+        return Ok(Some(hit));
+    }
+    let generation = caches.generation.load(Ordering::Acquire);
+    let Some(record) = fetch().await? else {
+        return Ok(None);
+    };
+    let entry = Arc::new(record);
+    if caches.generation.load(Ordering::Acquire) == generation {
+        cache.insert(key.clone(), entry.clone());
+        if caches.generation.load(Ordering::Acquire) != generation {
+            cache.invalidate(&key);
+        }
+    }
+    Ok(Some(entry))
 }
 
 /// The configured rate-limit backend. Redis is connected lazily, so a node

@@ -218,7 +218,9 @@ pub trait OAuthStore: Send + Sync + 'static {
 
     async fn create_code(&self, code: &AuthCode) -> Result<()>;
     /// In one transaction: spends the code (first use only) and creates
-    /// `grant` for it. A code past `expires_at` is `Unknown`.
+    /// the grant `grant.id` for it, at `grant.created_at`, with the code's
+    /// own organization, client, user and scopes (the other fields of
+    /// `grant` are not used). A code past `expires_at` is `Unknown`.
     async fn redeem_code(&self, digest: &[u8], now: i64, grant: &Grant) -> Result<Redeem>;
 
     async fn create_refresh_token(&self, token: &RefreshToken) -> Result<()>;
@@ -1011,7 +1013,16 @@ macro_rules! impl_oauth_store {
                     .map_err($crate::common::db_err)?;
                 if let Some(row) = spent {
                     let code = $crate::oauth::code(&row)?;
-                    Self::insert_grant_query(grant)
+                    let grant = $crate::oauth::Grant {
+                        id: grant.id.clone(),
+                        org_id: code.org_id.clone(),
+                        client_id: code.client_id.clone(),
+                        user_id: Some(code.user_id.clone()),
+                        scopes: code.scopes.clone(),
+                        created_at: grant.created_at,
+                        revoked_at: None,
+                    };
+                    Self::insert_grant_query(&grant)
                         .execute(&mut *tx)
                         .await
                         .map_err($crate::common::db_err)?;

@@ -4,6 +4,7 @@ pub mod clients;
 pub mod extract;
 pub mod forward_auth;
 pub mod gate;
+pub mod oauth;
 pub mod ops;
 pub mod problem;
 pub mod proxy;
@@ -132,6 +133,7 @@ pub fn router(app: Arc<App>) -> Router {
     let (api, doc) = split();
     let doc = Arc::new(doc);
     api.merge(ops::router(doc))
+        .merge(oauth::router())
         // Everything else goes to the built-in proxy (a 404 without one).
         .fallback(proxy::handle)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -179,6 +179,11 @@ async fn from_framework(res: Response) -> (ApiError, HeaderMap) {
     (ApiError::new(code, detail), parts.headers)
 }
 
+/// Marks a refusal answered in another protocol's own format (OAuth's
+/// RFC 6749 errors, HTML pages), which is sent as it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Verbatim;
+
 /// Outermost middleware: request id, problem bodies, the log line, metrics.
 pub async fn finish(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -203,6 +208,7 @@ pub async fn finish(State(app): State<Arc<App>>, mut req: Request, next: Next) -
             .extensions()
             .get::<super::proxy::FromUpstream>()
             .is_none()
+        && res.extensions().get::<Verbatim>().is_none()
     {
         let (e, keep) = from_framework(res).await;
         code = Some(e.code);

@@ -1,0 +1,120 @@
+//! The OAuth 2.0 endpoints (SPEC §8): token, introspection, revocation,
+//! and the documents clients discover the server by (RFC 8414 metadata,
+//! the JWKS). They answer in OAuth's own formats, not problem+json.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+
+use crate::app::App;
+use crate::oauth::token::{self, Form, OAuthError};
+
+type AppState = State<Arc<App>>;
+
+pub fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/oauth/token", post(token_endpoint))
+        .route("/oauth/introspect", post(introspect))
+        .route("/oauth/revoke", post(revoke))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/.well-known/jwks.json", get(jwks))
+}
+
+fn no_store() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    h
+}
+
+async fn token_endpoint(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let answer = match Form::parse(&headers, &body) {
+        Ok(form) => token::token(&app, &headers, &form).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(a) => (no_store(), Json(a)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let answer = match Form::parse(&headers, &body) {
+        Ok(form) => token::introspect(&app, &headers, &form).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(a) => (no_store(), Json(a)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
+    let answer = match Form::parse(&headers, &body) {
+        Ok(form) => token::revoke(&app, &headers, &form).await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(()) => (no_store(), "").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// RFC 8414 authorization server metadata.
+async fn metadata(State(app): AppState) -> Response {
+    let issuer = app.config.public_url();
+    let auth_methods = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ];
+    let body = serde_json::json!({
+        "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}/oauth/authorize"),
+        "token_endpoint": format!("{issuer}/oauth/token"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "introspection_endpoint": format!("{issuer}/oauth/introspect"),
+        "revocation_endpoint": format!("{issuer}/oauth/revoke"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+        "introspection_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": app.scopes.catalog().keys().collect::<Vec<_>>(),
+        "authorization_response_iss_parameter_supported": true,
+        "service_documentation": format!("{issuer}/errors"),
+    });
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    (h, Json(body)).into_response()
+}
+
+/// The public keys access tokens are signed with (and, after a rotation,
+/// were signed with until their tokens expire).
+async fn jwks(State(app): AppState) -> Response {
+    match app.keys.get(&app).await {
+        Ok(keys) => {
+            let mut h = HeaderMap::new();
+            // Short: a rotation must reach verifiers well before the old
+            // key's tokens are gone.
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=60"),
+            );
+            (h, Json(keys.jwks.clone())).into_response()
+        }
+        Err(e) => OAuthError::from(e).into_response(),
+    }
+}
