@@ -13,8 +13,9 @@ use latchkey_core::{Code, keyfmt};
 use latchkey_store::{ApiKey, Spend};
 
 use crate::app::{App, Cached, Use};
-use crate::config::ROOT_PREFIX;
+use crate::config::{ACCESS_PREFIX, ROOT_PREFIX};
 use crate::error::ApiError;
+use crate::oauth::token::{TokenInfo, TokenRefusal};
 use crate::ratelimit::{Outcome, Quota, fallback};
 use crate::views::rfc3339;
 
@@ -28,14 +29,84 @@ pub struct Ask<'a> {
     pub ip: Option<IpAddr>,
 }
 
+/// Who a credential that passed stands for.
+#[derive(Debug, Clone)]
+pub enum Holder {
+    Key(Arc<Cached<ApiKey>>),
+    /// An OAuth access token latchkey issued, and the environment of
+    /// this instance (tokens are not bound to one).
+    Token(Arc<TokenInfo>, String),
+}
+
 /// A credential that passed every check.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    pub key: Arc<Cached<ApiKey>>,
+    pub holder: Holder,
     /// The rate limit counted, if one applies.
     pub ratelimit: Option<Outcome>,
     /// Usage credits left, if the key has credits.
     pub remaining: Option<i64>,
+}
+
+impl Grant {
+    /// `api_key` or `access_token` (SPEC §6).
+    pub fn credential_type(&self) -> &'static str {
+        match &self.holder {
+            Holder::Key(_) => "api_key",
+            Holder::Token(..) => "access_token",
+        }
+    }
+
+    pub fn org_id(&self) -> &str {
+        match &self.holder {
+            Holder::Key(k) => &k.org_id,
+            Holder::Token(t, _) => &t.org_id,
+        }
+    }
+
+    /// A key's `external_id` if set, else its id; a token's `sub`.
+    pub fn subject(&self) -> &str {
+        match &self.holder {
+            Holder::Key(k) => k.external_id.as_deref().unwrap_or(&k.id),
+            Holder::Token(t, _) => &t.subject,
+        }
+    }
+
+    pub fn scopes(&self) -> &[String] {
+        match &self.holder {
+            Holder::Key(k) => &k.scopes,
+            Holder::Token(t, _) => &t.scopes,
+        }
+    }
+
+    pub fn environment(&self) -> &str {
+        match &self.holder {
+            Holder::Key(k) => &k.environment,
+            Holder::Token(_, env) => env,
+        }
+    }
+
+    pub fn key(&self) -> Option<&ApiKey> {
+        match &self.holder {
+            Holder::Key(k) => Some(k),
+            Holder::Token(..) => None,
+        }
+    }
+
+    pub fn client_id(&self) -> Option<&str> {
+        match &self.holder {
+            Holder::Key(_) => None,
+            Holder::Token(t, _) => Some(&t.client_id),
+        }
+    }
+
+    /// When the credential stops working by itself (ms), if it does.
+    pub fn expires_at(&self) -> Option<i64> {
+        match &self.holder {
+            Holder::Key(k) => k.expires_at,
+            Holder::Token(t, _) => Some(t.exp.saturating_mul(1000)),
+        }
+    }
 }
 
 /// Decides on `ask`.
@@ -112,23 +183,19 @@ async fn decide_inner(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
     if credential.is_empty() {
         return Err(ApiError::new(Code::MissingKey, "No credential was given."));
     }
+    if credential.starts_with(ACCESS_PREFIX) || looks_like_jwt(credential) {
+        return decide_token(app, ask).await;
+    }
     let prefixes = app.config.key_kinds.iter().map(|k| k.prefix.as_str());
     let Some(kind) =
         keyfmt::match_prefix(credential, prefixes).and_then(|i| app.config.key_kinds.get(i))
     else {
         let detail = if credential.starts_with(ROOT_PREFIX) {
             "This is a root key: it authenticates management calls, not API requests."
-        } else if credential.split('.').count() == 3 {
-            "This looks like a JWT, but no token issuer or JWT client is configured on this instance."
         } else {
             keyfmt::FormatError::UnknownPrefix.describe()
         };
-        let code = if credential.split('.').count() == 3 {
-            Code::InvalidToken
-        } else {
-            Code::InvalidFormat
-        };
-        return Err(ApiError::new(code, detail).presented());
+        return Err(ApiError::new(Code::InvalidFormat, detail).presented());
     };
     keyfmt::check(credential, &kind.prefix)
         .map_err(|e| ApiError::new(Code::InvalidFormat, e.describe()).presented())?;
@@ -140,6 +207,65 @@ async fn decide_inner(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
     check(app, key.clone(), ask)
         .await
         .map_err(|e| e.on_key(&key.org_id, &key.id))
+}
+
+/// Whether `credential` has the shape of a JWS (three base64url parts).
+pub fn looks_like_jwt(credential: &str) -> bool {
+    credential.split('.').count() == 3
+        && credential
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// An OAuth access token: signature and claims (JWT) or lookup (opaque),
+/// revocation of it, its grant and its client; then the client's rate
+/// limit and the scopes.
+async fn decide_token(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
+    let info = match crate::oauth::token::check_access_token(app, ask.credential).await? {
+        Ok(info) => info,
+        Err(TokenRefusal::Invalid(why)) => {
+            return Err(ApiError::new(Code::InvalidToken, why).presented());
+        }
+        Err(TokenRefusal::Expired(at)) => {
+            return Err(ApiError::new(
+                Code::TokenExpired,
+                format!("This access token expired on {}.", rfc3339(at)),
+            )
+            .presented());
+        }
+        Err(TokenRefusal::Revoked(why)) => {
+            return Err(ApiError::new(Code::TokenRevoked, why).presented());
+        }
+    };
+    let quota = app.config.ratelimit.default.map(|q| q.quota());
+    let ratelimit = match quota {
+        Some(q) => Some(limit(app, &format!("client:{}", info.client_id), q).await),
+        None => None,
+    };
+    let on = |e: ApiError| e.on_key(&info.org_id, &info.client_id);
+    if let Some(o) = ratelimit
+        && !o.allowed
+    {
+        return Err(on(ApiError::rate_limited(
+            o,
+            format!(
+                "This client is over its rate limit of {} requests per {} s.",
+                o.limit,
+                quota.map_or(0, |q| q.window.as_secs())
+            ),
+        )));
+    }
+    let missing = app.scopes.missing(&info.scopes, ask.required_scopes);
+    if !missing.is_empty() {
+        return Err(on(
+            ApiError::insufficient_scope(missing).with_ratelimit(ratelimit)
+        ));
+    }
+    Ok(Grant {
+        holder: Holder::Token(Arc::new(info), app.config.environment.clone()),
+        ratelimit,
+        remaining: None,
+    })
 }
 
 /// The checks on a key that exists.
@@ -243,7 +369,7 @@ async fn check(app: &App, key: Arc<Cached<ApiKey>>, ask: Ask<'_>) -> Result<Gran
         },
     };
     Ok(Grant {
-        key,
+        holder: Holder::Key(key),
         ratelimit,
         remaining,
     })

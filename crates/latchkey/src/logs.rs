@@ -94,9 +94,10 @@ impl DecisionLog {
     pub fn of(res: &Result<Grant, ApiError>) -> DecisionLog {
         match res {
             Ok(g) => DecisionLog {
-                org_id: Some(g.key.org_id.clone()),
-                credential_type: Some("api_key"),
-                key_id: Some(g.key.id.clone()),
+                org_id: Some(g.org_id().to_owned()),
+                credential_type: Some(g.credential_type()),
+                key_id: g.key().map(|k| k.id.clone()),
+                client_id: g.client_id().map(str::to_owned),
                 code: Code::Valid.as_str(),
                 status: 200,
                 ..DecisionLog::default()
@@ -105,7 +106,16 @@ impl DecisionLog {
             // shows in the organization's log.
             Err(e) => DecisionLog {
                 org_id: e.key.as_ref().map(|k| k.0.clone()),
-                key_id: e.key.as_ref().map(|k| k.1.clone()),
+                key_id: e
+                    .key
+                    .as_ref()
+                    .filter(|k| !k.1.starts_with("cli_"))
+                    .map(|k| k.1.clone()),
+                client_id: e
+                    .key
+                    .as_ref()
+                    .filter(|k| k.1.starts_with("cli_"))
+                    .map(|k| k.1.clone()),
                 code: e.code.as_str(),
                 status: e.code.status(),
                 ..DecisionLog::default()
@@ -138,6 +148,11 @@ fn key_kind<'a>(app: &'a App, credential: &str) -> Option<&'a crate::config::Key
 /// `Some("api_key")` when `credential` starts with a configured key
 /// prefix: what can be told of a credential without deciding on it.
 pub fn credential_type(app: &App, credential: &str) -> Option<&'static str> {
+    if credential.starts_with(crate::config::ACCESS_PREFIX)
+        || crate::decision::looks_like_jwt(credential)
+    {
+        return Some("access_token");
+    }
     key_kind(app, credential).map(|_| "api_key")
 }
 

@@ -25,6 +25,7 @@ pub static X_LATCHKEY_SCOPES: HeaderName = HeaderName::from_static("x-latchkey-s
 pub static X_LATCHKEY_CREDENTIAL_TYPE: HeaderName =
     HeaderName::from_static("x-latchkey-credential-type");
 pub static X_LATCHKEY_KEY_ID: HeaderName = HeaderName::from_static("x-latchkey-key-id");
+pub static X_LATCHKEY_CLIENT_ID: HeaderName = HeaderName::from_static("x-latchkey-client-id");
 pub static X_LATCHKEY_ENVIRONMENT: HeaderName = HeaderName::from_static("x-latchkey-environment");
 
 /// A refusal with the headers that go with it (`Allow` on a 405).
@@ -68,15 +69,18 @@ impl Passed {
         let Passed::Granted(g) = self else {
             return h;
         };
-        let k = &g.key;
-        let subject = k.external_id.as_deref().unwrap_or(&k.id);
+        let (id_header, id) = match (g.key(), g.client_id()) {
+            (Some(k), _) => (&X_LATCHKEY_KEY_ID, k.id.as_str()),
+            (None, Some(c)) => (&X_LATCHKEY_CLIENT_ID, c),
+            (None, None) => (&X_LATCHKEY_KEY_ID, ""),
+        };
         for (name, value) in [
-            (&X_LATCHKEY_ORG, k.org_id.as_str()),
-            (&X_LATCHKEY_SUBJECT, subject),
-            (&X_LATCHKEY_SCOPES, &k.scopes.join(" ")),
-            (&X_LATCHKEY_CREDENTIAL_TYPE, "api_key"),
-            (&X_LATCHKEY_KEY_ID, k.id.as_str()),
-            (&X_LATCHKEY_ENVIRONMENT, k.environment.as_str()),
+            (&X_LATCHKEY_ORG, g.org_id()),
+            (&X_LATCHKEY_SUBJECT, g.subject()),
+            (&X_LATCHKEY_SCOPES, &g.scopes().join(" ")),
+            (&X_LATCHKEY_CREDENTIAL_TYPE, g.credential_type()),
+            (id_header, id),
+            (&X_LATCHKEY_ENVIRONMENT, g.environment()),
         ] {
             // Values are ids, scope tokens and names checked at creation;
             // one that is not a valid header value is left out, not sent raw.

@@ -371,6 +371,9 @@ pub struct VerifyAnswer {
     pub subject: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
+    /// For an access token: the OAuth client it was issued to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -490,27 +493,25 @@ impl VerifyAnswer {
     /// The verify answer for a decision; a server failure stays an error.
     pub fn from_decision(res: Result<decision::Grant, ApiError>) -> Result<VerifyAnswer, ApiError> {
         Ok(match res {
-            Ok(g) => {
-                let k = &g.key;
-                VerifyAnswer {
-                    valid: true,
-                    code: "VALID",
-                    status: None,
-                    detail: None,
-                    required_scopes: None,
-                    credential_type: Some("api_key"),
-                    org_id: Some(k.org_id.clone()),
-                    subject: Some(k.external_id.clone().unwrap_or_else(|| k.id.clone())),
-                    key_id: Some(k.id.clone()),
-                    name: Some(k.name.clone()),
-                    scopes: Some(k.scopes.clone()),
-                    environment: Some(k.environment.clone()),
-                    expires_at: Some(k.expires_at.map(rfc3339)),
-                    metadata: Some(k.metadata.clone()),
-                    ratelimit: g.ratelimit.map(Into::into),
-                    remaining: g.remaining,
-                }
-            }
+            Ok(g) => VerifyAnswer {
+                valid: true,
+                code: "VALID",
+                status: None,
+                detail: None,
+                required_scopes: None,
+                credential_type: Some(g.credential_type()),
+                org_id: Some(g.org_id().to_owned()),
+                subject: Some(g.subject().to_owned()),
+                key_id: g.key().map(|k| k.id.clone()),
+                client_id: g.client_id().map(str::to_owned),
+                name: g.key().map(|k| k.name.clone()),
+                scopes: Some(g.scopes().to_vec()),
+                environment: Some(g.environment().to_owned()),
+                expires_at: Some(g.expires_at().map(rfc3339)),
+                metadata: g.key().map(|k| k.metadata.clone()),
+                ratelimit: g.ratelimit.map(Into::into),
+                remaining: g.remaining,
+            },
             Err(e) if e.code.status() >= 500 => return Err(e),
             Err(e) => VerifyAnswer {
                 valid: false,
@@ -522,6 +523,7 @@ impl VerifyAnswer {
                 org_id: None,
                 subject: None,
                 key_id: None,
+                client_id: None,
                 name: None,
                 scopes: None,
                 environment: None,
