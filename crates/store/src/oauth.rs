@@ -301,8 +301,7 @@ pub(crate) mod sql {
         client_cols!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
     );
-    pub const GET_CLIENT: &str =
-        concat!("SELECT ", client_cols!(), " FROM clients WHERE id = $1");
+    pub const GET_CLIENT: &str = concat!("SELECT ", client_cols!(), " FROM clients WHERE id = $1");
     pub const LIST_CLIENTS: &str = concat!(
         "SELECT ",
         client_cols!(),
@@ -397,8 +396,11 @@ pub(crate) mod sql {
         "WHERE digest = $1 AND used_at IS NULL AND expires_at > $2 RETURNING ",
         code_cols!()
     );
-    pub const GET_CODE: &str =
-        concat!("SELECT ", code_cols!(), " FROM auth_codes WHERE digest = $1");
+    pub const GET_CODE: &str = concat!(
+        "SELECT ",
+        code_cols!(),
+        " FROM auth_codes WHERE digest = $1"
+    );
 
     pub const INSERT_REFRESH: &str = concat!(
         "INSERT INTO refresh_tokens (",
@@ -409,16 +411,22 @@ pub(crate) mod sql {
         "UPDATE refresh_tokens SET spent_at = $2 WHERE digest = $1 AND spent_at IS NULL RETURNING ",
         refresh_cols!()
     );
-    pub const GET_REFRESH: &str =
-        concat!("SELECT ", refresh_cols!(), " FROM refresh_tokens WHERE digest = $1");
+    pub const GET_REFRESH: &str = concat!(
+        "SELECT ",
+        refresh_cols!(),
+        " FROM refresh_tokens WHERE digest = $1"
+    );
 
     pub const INSERT_ACCESS: &str = concat!(
         "INSERT INTO access_tokens (",
         access_cols!(),
         ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     );
-    pub const GET_ACCESS: &str =
-        concat!("SELECT ", access_cols!(), " FROM access_tokens WHERE digest = $1");
+    pub const GET_ACCESS: &str = concat!(
+        "SELECT ",
+        access_cols!(),
+        " FROM access_tokens WHERE digest = $1"
+    );
     pub const REVOKE_ACCESS: &str =
         "UPDATE access_tokens SET revoked_at = $2 WHERE digest = $1 AND revoked_at IS NULL";
 
@@ -742,7 +750,12 @@ macro_rules! impl_oauth_store {
                     .bind(p.redirect_uris.as_deref().map($crate::oauth::encode_uris))
                     .bind(p.grant_types.as_deref().map($crate::oauth::scopes))
                     .bind(p.jwks.is_some())
-                    .bind(p.jwks.as_ref().and_then(|j| j.as_ref()).map($crate::oauth::encode_json))
+                    .bind(
+                        p.jwks
+                            .as_ref()
+                            .and_then(|j| j.as_ref())
+                            .map($crate::oauth::encode_json),
+                    )
                     .bind(p.jwt_auth_alg.is_some())
                     .bind(p.jwt_auth_alg.as_ref().and_then(|a| a.as_deref()))
                     .bind(p.scopes.as_deref().map($crate::oauth::scopes))
@@ -862,7 +875,10 @@ macro_rules! impl_oauth_store {
                 rows.iter().map($crate::oauth::signing_key).collect()
             }
 
-            async fn rotate_signing_key(&self, k: &$crate::oauth::SigningKey) -> $crate::Result<()> {
+            async fn rotate_signing_key(
+                &self,
+                k: &$crate::oauth::SigningKey,
+            ) -> $crate::Result<()> {
                 let mut tx = self.begin_write().await.map_err($crate::common::db_err)?;
                 sqlx::query($crate::oauth::sql::RETIRE_SIGNING_KEYS)
                     .bind(k.created_at)
@@ -930,7 +946,11 @@ macro_rules! impl_oauth_store {
                 $crate::oauth::grant(&row)
             }
 
-            async fn revoke_grant(&self, id: &str, at: i64) -> $crate::Result<$crate::oauth::Grant> {
+            async fn revoke_grant(
+                &self,
+                id: &str,
+                at: i64,
+            ) -> $crate::Result<$crate::oauth::Grant> {
                 sqlx::query($crate::oauth::sql::REVOKE_GRANT)
                     .bind(id)
                     .bind(at)
@@ -1045,7 +1065,9 @@ macro_rules! impl_oauth_store {
                     .await
                     .map_err($crate::common::db_err)?;
                 if let Some(row) = row {
-                    return Ok($crate::oauth::SpendRefresh::Fresh($crate::oauth::refresh(&row)?));
+                    return Ok($crate::oauth::SpendRefresh::Fresh($crate::oauth::refresh(
+                        &row,
+                    )?));
                 }
                 Ok(
                     match $crate::oauth::OAuthStore::refresh_token_by_digest(self, digest).await? {
@@ -1127,7 +1149,12 @@ macro_rules! impl_oauth_store {
                     .await
                     .map_err($crate::common::db_err)?;
                 rows.iter()
-                    .map(|r| Ok((sqlx::Row::try_get(r, 0usize)?, sqlx::Row::try_get(r, 1usize)?)))
+                    .map(|r| {
+                        Ok((
+                            sqlx::Row::try_get(r, 0usize)?,
+                            sqlx::Row::try_get(r, 1usize)?,
+                        ))
+                    })
                     .collect()
             }
 
