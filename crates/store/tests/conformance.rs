@@ -102,6 +102,7 @@ conformance!(
     oauth_delete_user_cascades,
     oauth_signing_keys_rotate_and_prune,
     oauth_add_first_signing_key_concurrently,
+    oauth_rotate_signing_key_concurrently,
     oauth_grants_revoke,
     oauth_codes_redeem,
     oauth_codes_redeem_concurrently,
@@ -2573,6 +2574,41 @@ async fn oauth_add_first_signing_key_concurrently(store: Arc<dyn Store>) {
     }
     assert_eq!(added.len(), 1, "keys added: {added:?}");
     assert_eq!(store.list_signing_keys().await.unwrap(), added);
+}
+
+async fn oauth_rotate_signing_key_concurrently(store: Arc<dyn Store>) {
+    assert!(
+        store
+            .add_first_signing_key(&signing_key("k0", NOW))
+            .await
+            .unwrap()
+    );
+    // Nodes rotating at once: each rotation retires what was in use, so
+    // one key (the last rotation's) is left signing.
+    let start = ready_together(&store, 8).await;
+    let mut tasks = Vec::new();
+    for i in 1..=8_i64 {
+        let store = store.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            store
+                .rotate_signing_key(&signing_key(&format!("k{i}"), NOW + i))
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let keys = store.list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 9);
+    let active: Vec<&str> = keys
+        .iter()
+        .filter(|k| k.retired_at.is_none())
+        .map(|k| k.kid.as_str())
+        .collect();
+    assert_eq!(active.len(), 1, "keys left active: {active:?}");
 }
 
 async fn oauth_grants_revoke(store: Arc<dyn Store>) {
