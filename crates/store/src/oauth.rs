@@ -882,6 +882,9 @@ macro_rules! impl_oauth_store {
                 k: &$crate::oauth::SigningKey,
             ) -> $crate::Result<()> {
                 let mut tx = self.begin_write().await.map_err($crate::common::db_err)?;
+                // Else a concurrent rotation's new key, committed after this
+                // statement's snapshot, would be left in use next to `k`.
+                self.lock_signing_keys(&mut tx).await?;
                 sqlx::query($crate::oauth::sql::RETIRE_SIGNING_KEYS)
                     .bind(k.created_at)
                     .execute(&mut *tx)

@@ -201,8 +201,10 @@ impl_store!(
 );
 
 impl PgStore {
-    /// Serializes the first-key insert of nodes starting at once (its
-    /// `WHERE NOT EXISTS` alone would let two in).
+    /// Serializes the writers of signing keys that read them first: the
+    /// first-key insert of nodes starting at once (its `WHERE NOT EXISTS`
+    /// alone would let two in) and rotations (each retires the keys in use,
+    /// which must include the key of a rotation that just committed).
     async fn lock_signing_keys(&self, tx: &mut Transaction<'static, Postgres>) -> Result<()> {
         sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
             .execute(&mut **tx)

@@ -13,12 +13,19 @@
 )]
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use latchkey_store::oauth::{
+    AccessToken, AuthCode, Client, ClientPatch, Consent, Grant, Redeem, RefreshToken, SigningKey,
+    SpendRefresh, User,
+};
 use latchkey_store::testing::{drop_postgres_test_database, postgres_url_for_tests};
 use latchkey_store::{
-    ActionEvent, ApiKey, Credits, DecisionEvent, KeyPatch, KeyQuery, KeyRateLimit, LogEntry,
-    LogEvent, LogQuery, Org, Page, Refill, RootKey, Spend, Store, StoreError,
+    ActionEvent, ApiKey, Change, ChangeSink, Credits, DecisionEvent, KeyPatch, KeyQuery,
+    KeyRateLimit, LogEntry, LogEvent, LogQuery, Org, Page, Refill, RootKey, Spend, Store,
+    StoreError,
 };
 use serde_json::json;
 
@@ -85,6 +92,27 @@ conformance!(
     logs_filters,
     logs_cursor_pages,
     logs_prune,
+    oauth_clients_round_trip,
+    oauth_clients_list_pages,
+    oauth_update_client_fields,
+    oauth_set_client_secret,
+    oauth_delete_client_cascades,
+    oauth_users,
+    oauth_users_list_pages,
+    oauth_delete_user_cascades,
+    oauth_signing_keys_rotate_and_prune,
+    oauth_add_first_signing_key_concurrently,
+    oauth_rotate_signing_key_concurrently,
+    oauth_grants_revoke,
+    oauth_codes_redeem,
+    oauth_codes_redeem_concurrently,
+    oauth_refresh_tokens,
+    oauth_refresh_tokens_spend_concurrently,
+    oauth_access_tokens,
+    oauth_revoked_jtis,
+    oauth_consents,
+    oauth_prune,
+    oauth_change_feed,
 );
 
 // ---- fixtures -----------------------------------------------------------
@@ -1499,4 +1527,1901 @@ async fn logs_prune(store: Arc<dyn Store>) {
         store.list_logs(&log_query("o2", 50)).await.unwrap(),
         vec![keep[2].clone()]
     );
+}
+
+// ---- OAuth --------------------------------------------------------------
+
+/// Bytes that are not UTF-8 and hold NULs (a sealed secret's shape).
+fn sealed(tag: &str) -> Vec<u8> {
+    let mut s = vec![0x00, 0xc3, 0x28, 0x00, 0xff];
+    s.extend_from_slice(tag.as_bytes());
+    s.extend_from_slice(&[0x80, 0x00, 0xfe]);
+    s
+}
+
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| (*s).to_owned()).collect()
+}
+
+fn oauth_client(id: &str, org_id: &str, created_at: i64) -> Client {
+    Client {
+        id: id.to_owned(),
+        org_id: org_id.to_owned(),
+        name: format!("client {id}"),
+        public: false,
+        secret_digest: Some(digest(id)),
+        secret_sealed: Some(sealed(id)),
+        redirect_uris: strings(&[
+            "https://app.example/cb?a=b&c",
+            "https://例え.jp/コールバック?q=\"ü\"&x=%20 y",
+        ]),
+        grant_types: strings(&["authorization_code", "refresh_token"]),
+        scopes: strings(&["openid", "docs:read", "docs:write"]),
+        token_endpoint_auth_method: "client_secret_basic".to_owned(),
+        jwks: Some(json!({
+            "keys": [{
+                "kty": "RSA", "kid": "k-ü", "use": "sig", "alg": "RS256",
+                "n": "0vx7agoebGcQSuuPiLJXZpt", "e": "AQAB",
+                "x5c": [], "ext": true, "nested": {"n": 42, "z": null}
+            }]
+        })),
+        jwt_auth_alg: Some("RS256".to_owned()),
+        require_pkce: true,
+        created_at,
+        updated_at: created_at,
+        secret_rotated_at: Some(created_at),
+    }
+}
+
+/// A public client: every optional field empty, the booleans the other way.
+fn public_client(id: &str, org_id: &str, created_at: i64) -> Client {
+    Client {
+        id: id.to_owned(),
+        org_id: org_id.to_owned(),
+        name: format!("public {id}"),
+        public: true,
+        secret_digest: None,
+        secret_sealed: None,
+        redirect_uris: strings(&["http://127.0.0.1:8080/callback"]),
+        grant_types: strings(&["authorization_code"]),
+        scopes: Vec::new(),
+        token_endpoint_auth_method: "none".to_owned(),
+        jwks: None,
+        jwt_auth_alg: None,
+        require_pkce: false,
+        created_at,
+        updated_at: created_at,
+        secret_rotated_at: None,
+    }
+}
+
+fn oauth_user(id: &str, org_id: &str, email: &str, created_at: i64) -> User {
+    User {
+        id: id.to_owned(),
+        org_id: org_id.to_owned(),
+        email: email.to_owned(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${id}"),
+        role: "member".to_owned(),
+        created_at,
+    }
+}
+
+fn oauth_grant(id: &str, client_id: &str, user_id: Option<&str>, created_at: i64) -> Grant {
+    Grant {
+        id: id.to_owned(),
+        org_id: "o1".to_owned(),
+        client_id: client_id.to_owned(),
+        user_id: user_id.map(str::to_owned),
+        scopes: strings(&["openid", "docs:read"]),
+        created_at,
+        revoked_at: None,
+    }
+}
+
+fn auth_code(tag: &str, client_id: &str, user_id: &str, expires_at: i64) -> AuthCode {
+    AuthCode {
+        digest: digest(tag),
+        client_id: client_id.to_owned(),
+        org_id: "o1".to_owned(),
+        user_id: user_id.to_owned(),
+        redirect_uri: "https://app.example/cb?a=b&c".to_owned(),
+        scopes: strings(&["openid", "docs:read"]),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".to_owned()),
+        created_at: NOW,
+        expires_at,
+        used_at: None,
+        grant_id: None,
+    }
+}
+
+fn refresh_token(tag: &str, grant_id: &str, client_id: &str, expires_at: i64) -> RefreshToken {
+    RefreshToken {
+        digest: digest(tag),
+        grant_id: grant_id.to_owned(),
+        client_id: client_id.to_owned(),
+        created_at: NOW,
+        expires_at,
+        spent_at: None,
+    }
+}
+
+fn access_token(
+    tag: &str,
+    grant_id: Option<&str>,
+    client_id: &str,
+    expires_at: i64,
+) -> AccessToken {
+    AccessToken {
+        digest: digest(tag),
+        jti: format!("jti-{tag}"),
+        grant_id: grant_id.map(str::to_owned),
+        client_id: client_id.to_owned(),
+        org_id: "o1".to_owned(),
+        subject: format!("sub-{tag}"),
+        scopes: strings(&["docs:read"]),
+        created_at: NOW,
+        expires_at,
+        revoked_at: None,
+    }
+}
+
+fn consent(user_id: &str, client_id: &str, scopes: &[&str], at: i64) -> Consent {
+    Consent {
+        user_id: user_id.to_owned(),
+        client_id: client_id.to_owned(),
+        scopes: strings(scopes),
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+fn signing_key(kid: &str, created_at: i64) -> SigningKey {
+    SigningKey {
+        kid: kid.to_owned(),
+        alg: "EdDSA".to_owned(),
+        public_jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": format!("x-{kid}"), "kid": kid}),
+        private_sealed: sealed(kid),
+        created_at,
+        retired_at: None,
+    }
+}
+
+fn page(limit: u32) -> Page {
+    Page {
+        limit,
+        cursor: None,
+    }
+}
+
+/// Pages through a list (`limit` per page, each but the last full).
+async fn oauth_pages<T, F, Fut>(limit: u32, key: impl Fn(&T) -> (i64, String), fetch: F) -> Vec<T>
+where
+    F: Fn(Page) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
+    let mut out: Vec<T> = Vec::new();
+    let mut p = page(limit);
+    for _ in 0..100 {
+        let got = fetch(p.clone()).await.unwrap();
+        assert!(got.len() <= limit as usize, "page longer than limit");
+        let full = got.len() == limit as usize;
+        out.extend(got);
+        if !full {
+            return out;
+        }
+        p.cursor = Some(key(out.last().unwrap()));
+    }
+    panic!("paging did not terminate");
+}
+
+/// An organization `o1` with clients `c1` (confidential) and `c2`
+/// (public) and users `u1`, `u2`.
+async fn oauth_fixture(store: &dyn Store) {
+    store_with_org(store, "o1").await;
+    store
+        .create_client(&oauth_client("c1", "o1", NOW))
+        .await
+        .unwrap();
+    store
+        .create_client(&public_client("c2", "o1", NOW + 1))
+        .await
+        .unwrap();
+    for (id, email) in [("u1", "one@example.com"), ("u2", "two@example.com")] {
+        store
+            .create_user(&oauth_user(id, "o1", email, NOW))
+            .await
+            .unwrap();
+    }
+}
+
+/// Opens connections of the pool (concurrent pings) and answers a barrier
+/// for `n` tasks, so that the tasks really race once released.
+async fn ready_together(store: &Arc<dyn Store>, n: usize) -> Arc<tokio::sync::Barrier> {
+    let pings: Vec<_> = (0..n)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.ping().await.unwrap() })
+        })
+        .collect();
+    for p in pings {
+        p.await.unwrap();
+    }
+    Arc::new(tokio::sync::Barrier::new(n))
+}
+
+async fn oauth_clients_round_trip(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let full = oauth_client("c1", "o1", NOW);
+    let public = public_client("c2", "o1", NOW + 1);
+    store.create_client(&full).await.unwrap();
+    store.create_client(&public).await.unwrap();
+
+    let got = store.get_client("c1").await.unwrap();
+    assert_eq!(got, full);
+    // The bytes themselves, not a text re-encoding of them.
+    assert_eq!(got.secret_digest.as_deref(), Some(&digest("c1")[..]));
+    assert_eq!(got.secret_sealed.as_deref(), Some(&sealed("c1")[..]));
+    assert!(!got.public && got.require_pkce);
+    assert_eq!(
+        got.redirect_uris[1],
+        "https://例え.jp/コールバック?q=\"ü\"&x=%20 y"
+    );
+    assert_eq!(got.jwks.as_ref().unwrap()["keys"][0]["nested"]["n"], 42);
+
+    let got = store.get_client("c2").await.unwrap();
+    assert_eq!(got, public);
+    assert!(got.public && !got.require_pkce);
+    assert_eq!(got.secret_digest, None);
+    assert_eq!(got.jwks, None);
+    assert!(got.scopes.is_empty());
+
+    assert_not_found(store.get_client("nope").await, "get unknown client");
+    assert_conflict(
+        store.create_client(&public_client("c1", "o1", NOW)).await,
+        "duplicate client id",
+    );
+    assert_eq!(store.get_client("c1").await.unwrap(), full);
+    assert_conflict(
+        store
+            .create_client(&public_client("c3", "no-such-org", NOW))
+            .await,
+        "client of a missing org",
+    );
+    assert_not_found(store.get_client("c3").await, "client of a missing org");
+}
+
+async fn oauth_clients_list_pages(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store_with_org(&*store, "o2").await;
+    // Ties on created_at are broken by id, descending.
+    let made = [
+        ("a", 10),
+        ("b", 20),
+        ("c", 20),
+        ("d", 30),
+        ("e", 5),
+        ("f", 20),
+        ("g", 40),
+    ];
+    for (id, at) in made {
+        store
+            .create_client(&oauth_client(id, "o1", at))
+            .await
+            .unwrap();
+    }
+    store
+        .create_client(&oauth_client("x", "o2", 25))
+        .await
+        .unwrap();
+    store
+        .create_client(&public_client("y", "o2", 50))
+        .await
+        .unwrap();
+
+    let all = store.list_clients("o1", &page(100)).await.unwrap();
+    assert_eq!(ids(&all, |c| &c.id), ["g", "d", "f", "c", "b", "a", "e"]);
+    assert_eq!(all[0], oauth_client("g", "o1", 40));
+
+    for limit in [1, 2, 3, 7] {
+        let paged = oauth_pages(
+            limit,
+            |c: &Client| (c.created_at, c.id.clone()),
+            |p| {
+                let store = store.clone();
+                async move { store.list_clients("o1", &p).await }
+            },
+        )
+        .await;
+        assert_eq!(paged, all, "pages of {limit}");
+    }
+
+    let after_c = store
+        .list_clients(
+            "o1",
+            &Page {
+                limit: 2,
+                cursor: Some((20, "c".to_owned())),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&after_c, |c| &c.id), ["b", "a"]);
+
+    let o2 = store.list_clients("o2", &page(100)).await.unwrap();
+    assert_eq!(ids(&o2, |c| &c.id), ["y", "x"]);
+    assert!(
+        store
+            .list_clients("o3", &page(100))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn oauth_update_client_fields(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let mut expected = oauth_client("c1", "o1", NOW);
+    store.create_client(&expected).await.unwrap();
+    // A neighbour that no update may touch.
+    let other = oauth_client("c2", "o1", NOW);
+    store.create_client(&other).await.unwrap();
+
+    let mut at = NOW;
+    let check = async |patch: ClientPatch, expected: &Client| {
+        let got = store.update_client("c1", &patch).await.unwrap();
+        assert_eq!(&got, expected, "answered after {patch:?}");
+        assert_eq!(
+            &store.get_client("c1").await.unwrap(),
+            expected,
+            "stored after {patch:?}"
+        );
+    };
+
+    at += 1;
+    expected.name = "renamed ü".to_owned();
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            name: Some("renamed ü".to_owned()),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    at += 1;
+    expected.redirect_uris = strings(&["https://new.example/cb?x=1&y=ß"]);
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            redirect_uris: Some(expected.redirect_uris.clone()),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    at += 1;
+    expected.grant_types = strings(&["client_credentials"]);
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            grant_types: Some(expected.grant_types.clone()),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    at += 1;
+    expected.scopes = strings(&["admin"]);
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            scopes: Some(expected.scopes.clone()),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    at += 1;
+    expected.token_endpoint_auth_method = "private_key_jwt".to_owned();
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            token_endpoint_auth_method: Some("private_key_jwt".to_owned()),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    at += 1;
+    expected.jwks = Some(json!({"keys": [{"kty": "EC", "crv": "P-256", "x": "a", "y": "b"}]}));
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            jwks: Some(expected.jwks.clone()),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    at += 1;
+    expected.jwt_auth_alg = Some("ES256".to_owned());
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            jwt_auth_alg: Some(Some("ES256".to_owned())),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    // Some(None) clears each of them, alone.
+    at += 1;
+    expected.jwks = None;
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            jwks: Some(None),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+    assert_eq!(expected.jwt_auth_alg.as_deref(), Some("ES256"));
+
+    at += 1;
+    expected.jwt_auth_alg = None;
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            jwt_auth_alg: Some(None),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    // And set again from nothing.
+    at += 1;
+    expected.jwks = Some(json!({"keys": []}));
+    expected.jwt_auth_alg = Some("HS256".to_owned());
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            jwks: Some(expected.jwks.clone()),
+            jwt_auth_alg: Some(expected.jwt_auth_alg.clone()),
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    // require_pkce both ways.
+    for value in [false, true, false] {
+        at += 1;
+        expected.require_pkce = value;
+        expected.updated_at = at;
+        check(
+            ClientPatch {
+                require_pkce: Some(value),
+                updated_at: at,
+                ..ClientPatch::default()
+            },
+            &expected,
+        )
+        .await;
+    }
+
+    // An empty patch only moves updated_at.
+    at += 1;
+    expected.updated_at = at;
+    check(
+        ClientPatch {
+            updated_at: at,
+            ..ClientPatch::default()
+        },
+        &expected,
+    )
+    .await;
+
+    // Secrets, public, created_at are out of a patch's reach.
+    assert_eq!(expected.secret_digest.as_deref(), Some(&digest("c1")[..]));
+    assert_eq!(expected.created_at, NOW);
+
+    assert_not_found(
+        store
+            .update_client(
+                "nope",
+                &ClientPatch {
+                    name: Some("x".to_owned()),
+                    updated_at: at,
+                    ..ClientPatch::default()
+                },
+            )
+            .await,
+        "update unknown client",
+    );
+    assert_eq!(store.get_client("c2").await.unwrap(), other);
+}
+
+async fn oauth_set_client_secret(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let mut expected = oauth_client("c1", "o1", NOW);
+    expected.secret_rotated_at = None;
+    store.create_client(&expected).await.unwrap();
+    let other = oauth_client("c2", "o1", NOW);
+    store.create_client(&other).await.unwrap();
+
+    let new_digest = digest("second secret");
+    let new_sealed = sealed("second secret");
+    let got = store
+        .set_client_secret("c1", Some(&new_digest), Some(&new_sealed), NOW + 10)
+        .await
+        .unwrap();
+    expected.secret_digest = Some(new_digest.clone());
+    expected.secret_sealed = Some(new_sealed);
+    expected.secret_rotated_at = Some(NOW + 10);
+    expected.updated_at = NOW + 10;
+    assert_eq!(got, expected);
+    assert_eq!(store.get_client("c1").await.unwrap(), expected);
+
+    // A digest alone drops the sealed copy.
+    let got = store
+        .set_client_secret("c1", Some(&digest("third")), None, NOW + 20)
+        .await
+        .unwrap();
+    expected.secret_digest = Some(digest("third"));
+    expected.secret_sealed = None;
+    expected.secret_rotated_at = Some(NOW + 20);
+    expected.updated_at = NOW + 20;
+    assert_eq!(got, expected);
+    assert_eq!(store.get_client("c1").await.unwrap(), expected);
+
+    // And nothing at all.
+    let got = store
+        .set_client_secret("c1", None, None, NOW + 30)
+        .await
+        .unwrap();
+    expected.secret_digest = None;
+    expected.secret_rotated_at = Some(NOW + 30);
+    expected.updated_at = NOW + 30;
+    assert_eq!(got, expected);
+    assert_eq!(store.get_client("c1").await.unwrap(), expected);
+
+    assert_not_found(
+        store.set_client_secret("nope", None, None, NOW + 40).await,
+        "secret of an unknown client",
+    );
+    assert_eq!(store.get_client("c2").await.unwrap(), other);
+}
+
+async fn oauth_delete_client_cascades(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    let far = NOW + 3_600_000;
+    // For each client: a grant with a refresh token and an opaque token
+    // of its own, an unused code, a token without grant and a consent.
+    for c in ["c1", "c2"] {
+        let g = format!("g-{c}");
+        store
+            .create_grant(&oauth_grant(&g, c, Some("u1"), NOW))
+            .await
+            .unwrap();
+        store
+            .create_code(&auth_code(&format!("code-{c}"), c, "u1", far))
+            .await
+            .unwrap();
+        store
+            .create_refresh_token(&refresh_token(&format!("rt-{c}"), &g, c, far))
+            .await
+            .unwrap();
+        store
+            .create_access_token(&access_token(&format!("at-{c}"), Some(&g), c, far))
+            .await
+            .unwrap();
+        store
+            .create_access_token(&access_token(&format!("at0-{c}"), None, c, far))
+            .await
+            .unwrap();
+        store
+            .upsert_consent(&consent("u1", c, &["openid"], NOW))
+            .await
+            .unwrap();
+    }
+
+    store.delete_client("c1").await.unwrap();
+    assert_not_found(store.get_client("c1").await, "deleted client");
+    assert_not_found(store.delete_client("c1").await, "second delete");
+    assert_not_found(store.delete_client("nope").await, "delete unknown client");
+    assert_not_found(
+        store
+            .update_client(
+                "c1",
+                &ClientPatch {
+                    updated_at: NOW,
+                    ..ClientPatch::default()
+                },
+            )
+            .await,
+        "update deleted client",
+    );
+
+    // Everything issued to c1 went.
+    assert_not_found(store.get_grant("g-c1").await, "grant of a deleted client");
+    let probe = oauth_grant("g-probe", "c2", Some("u1"), NOW);
+    assert_eq!(
+        store
+            .redeem_code(&digest("code-c1"), NOW, &probe)
+            .await
+            .unwrap(),
+        Redeem::Unknown
+    );
+    assert_not_found(store.get_grant("g-probe").await, "no grant for a gone code");
+    assert_eq!(
+        store
+            .refresh_token_by_digest(&digest("rt-c1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .access_token_by_digest(&digest("at-c1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .access_token_by_digest(&digest("at0-c1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(store.get_consent("u1", "c1").await.unwrap(), None);
+    assert!(store.list_consents("c1").await.unwrap().is_empty());
+
+    // c2's are all there.
+    assert_eq!(
+        store.get_grant("g-c2").await.unwrap(),
+        oauth_grant("g-c2", "c2", Some("u1"), NOW)
+    );
+    assert_eq!(
+        store
+            .refresh_token_by_digest(&digest("rt-c2"))
+            .await
+            .unwrap(),
+        Some(refresh_token("rt-c2", "g-c2", "c2", far))
+    );
+    assert_eq!(
+        store
+            .access_token_by_digest(&digest("at-c2"))
+            .await
+            .unwrap(),
+        Some(access_token("at-c2", Some("g-c2"), "c2", far))
+    );
+    assert_eq!(
+        store
+            .access_token_by_digest(&digest("at0-c2"))
+            .await
+            .unwrap(),
+        Some(access_token("at0-c2", None, "c2", far))
+    );
+    assert_eq!(
+        store.get_consent("u1", "c2").await.unwrap(),
+        Some(consent("u1", "c2", &["openid"], NOW))
+    );
+    let g = oauth_grant("g-new", "c2", Some("u1"), NOW);
+    assert!(matches!(
+        store
+            .redeem_code(&digest("code-c2"), NOW, &g)
+            .await
+            .unwrap(),
+        Redeem::Fresh(_)
+    ));
+    // The users are not the client's.
+    assert_eq!(store.get_user("u1").await.unwrap().email, "one@example.com");
+    assert_eq!(
+        ids(&store.list_clients("o1", &page(10)).await.unwrap(), |c| &c
+            .id),
+        ["c2"]
+    );
+}
+
+async fn oauth_users(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store_with_org(&*store, "o2").await;
+    let u1 = oauth_user("u1", "o1", "ada@example.com", NOW);
+    let mut u2 = oauth_user("u2", "o1", "grace@example.com", NOW + 1);
+    u2.role = "admin".to_owned();
+    store.create_user(&u1).await.unwrap();
+    store.create_user(&u2).await.unwrap();
+
+    assert_eq!(store.get_user("u1").await.unwrap(), u1);
+    assert_eq!(store.get_user("u2").await.unwrap(), u2);
+    assert_eq!(
+        store
+            .user_by_email("o1", "grace@example.com")
+            .await
+            .unwrap(),
+        Some(u2.clone())
+    );
+    assert_eq!(
+        store
+            .user_by_email("o1", "nobody@example.com")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.user_by_email("o2", "ada@example.com").await.unwrap(),
+        None
+    );
+    assert_not_found(store.get_user("nope").await, "get unknown user");
+
+    // One account per address in an organization.
+    assert_conflict(
+        store
+            .create_user(&oauth_user("u3", "o1", "ada@example.com", NOW))
+            .await,
+        "duplicate email in an org",
+    );
+    assert_not_found(store.get_user("u3").await, "refused user");
+    assert_conflict(
+        store
+            .create_user(&oauth_user("u1", "o2", "other@example.com", NOW))
+            .await,
+        "duplicate user id",
+    );
+    // The same address in another organization is another account.
+    let other = oauth_user("u4", "o2", "ada@example.com", NOW);
+    store.create_user(&other).await.unwrap();
+    assert_eq!(
+        store.user_by_email("o2", "ada@example.com").await.unwrap(),
+        Some(other)
+    );
+    assert_eq!(
+        store.user_by_email("o1", "ada@example.com").await.unwrap(),
+        Some(u1.clone())
+    );
+
+    assert_conflict(
+        store
+            .create_user(&oauth_user("u5", "no-such-org", "x@example.com", NOW))
+            .await,
+        "user of a missing org",
+    );
+    assert_not_found(store.get_user("u5").await, "user of a missing org");
+
+    store.delete_user("u2").await.unwrap();
+    assert_not_found(store.get_user("u2").await, "deleted user");
+    assert_eq!(
+        store
+            .user_by_email("o1", "grace@example.com")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_not_found(store.delete_user("u2").await, "second delete");
+    assert_not_found(store.delete_user("nope").await, "delete unknown user");
+    assert_eq!(store.get_user("u1").await.unwrap(), u1);
+    // The address is free again.
+    store
+        .create_user(&oauth_user("u6", "o1", "grace@example.com", NOW + 5))
+        .await
+        .unwrap();
+}
+
+async fn oauth_users_list_pages(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store_with_org(&*store, "o2").await;
+    let made = [
+        ("a", 10),
+        ("b", 20),
+        ("c", 20),
+        ("d", 30),
+        ("e", 5),
+        ("f", 20),
+    ];
+    for (id, at) in made {
+        store
+            .create_user(&oauth_user(id, "o1", &format!("{id}@example.com"), at))
+            .await
+            .unwrap();
+    }
+    store
+        .create_user(&oauth_user("x", "o2", "x@example.com", 25))
+        .await
+        .unwrap();
+
+    let all = store.list_users("o1", &page(100)).await.unwrap();
+    assert_eq!(ids(&all, |u| &u.id), ["d", "f", "c", "b", "a", "e"]);
+    assert_eq!(all[1], oauth_user("f", "o1", "f@example.com", 20));
+    for limit in [1, 2, 4, 6] {
+        let paged = oauth_pages(
+            limit,
+            |u: &User| (u.created_at, u.id.clone()),
+            |p| {
+                let store = store.clone();
+                async move { store.list_users("o1", &p).await }
+            },
+        )
+        .await;
+        assert_eq!(paged, all, "pages of {limit}");
+    }
+    let after_f = store
+        .list_users(
+            "o1",
+            &Page {
+                limit: 10,
+                cursor: Some((20, "f".to_owned())),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(&after_f, |u| &u.id), ["c", "b", "a", "e"]);
+    assert_eq!(
+        ids(&store.list_users("o2", &page(10)).await.unwrap(), |u| &u.id),
+        ["x"]
+    );
+}
+
+async fn oauth_delete_user_cascades(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    let far = NOW + 3_600_000;
+    for u in ["u1", "u2"] {
+        for c in ["c1", "c2"] {
+            let g = format!("g-{u}-{c}");
+            store
+                .create_grant(&oauth_grant(&g, c, Some(u), NOW))
+                .await
+                .unwrap();
+            store
+                .create_code(&auth_code(&format!("code-{u}-{c}"), c, u, far))
+                .await
+                .unwrap();
+            store
+                .create_refresh_token(&refresh_token(&format!("rt-{u}-{c}"), &g, c, far))
+                .await
+                .unwrap();
+            store
+                .create_access_token(&access_token(&format!("at-{u}-{c}"), Some(&g), c, far))
+                .await
+                .unwrap();
+            store
+                .upsert_consent(&consent(u, c, &["openid"], NOW))
+                .await
+                .unwrap();
+        }
+    }
+    // A grant of nobody (client credentials) survives any user.
+    store
+        .create_grant(&oauth_grant("g-cc", "c1", None, NOW))
+        .await
+        .unwrap();
+
+    store.delete_user("u1").await.unwrap();
+
+    for c in ["c1", "c2"] {
+        assert_not_found(
+            store.get_grant(&format!("g-u1-{c}")).await,
+            "grant of a deleted user",
+        );
+        assert_eq!(store.get_consent("u1", c).await.unwrap(), None);
+        assert_eq!(
+            store
+                .refresh_token_by_digest(&digest(&format!("rt-u1-{c}")))
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(
+            store
+                .access_token_by_digest(&digest(&format!("at-u1-{c}")))
+                .await
+                .unwrap(),
+            None
+        );
+        assert!(
+            store
+                .access_token_by_digest(&digest(&format!("at-u2-{c}")))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let probe = oauth_grant(&format!("probe-{c}"), c, Some("u2"), NOW);
+        assert_eq!(
+            store
+                .redeem_code(&digest(&format!("code-u1-{c}")), NOW, &probe)
+                .await
+                .unwrap(),
+            Redeem::Unknown
+        );
+
+        assert_eq!(
+            store.get_grant(&format!("g-u2-{c}")).await.unwrap(),
+            oauth_grant(&format!("g-u2-{c}"), c, Some("u2"), NOW)
+        );
+        assert_eq!(
+            store.get_consent("u2", c).await.unwrap(),
+            Some(consent("u2", c, &["openid"], NOW))
+        );
+        assert!(
+            store
+                .refresh_token_by_digest(&digest(&format!("rt-u2-{c}")))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let consents = store.list_consents(c).await.unwrap();
+        assert_eq!(ids(&consents, |c| &c.user_id), ["u2"]);
+    }
+    let g = oauth_grant("g-fresh", "c1", Some("u2"), NOW);
+    assert!(matches!(
+        store
+            .redeem_code(&digest("code-u2-c1"), NOW, &g)
+            .await
+            .unwrap(),
+        Redeem::Fresh(_)
+    ));
+    assert_eq!(
+        store.get_grant("g-cc").await.unwrap(),
+        oauth_grant("g-cc", "c1", None, NOW)
+    );
+    assert_eq!(
+        store.get_client("c1").await.unwrap(),
+        oauth_client("c1", "o1", NOW)
+    );
+}
+
+async fn oauth_signing_keys_rotate_and_prune(store: Arc<dyn Store>) {
+    assert!(store.list_signing_keys().await.unwrap().is_empty());
+    let k1 = signing_key("k1", NOW);
+    assert!(store.add_first_signing_key(&k1).await.unwrap());
+    assert!(
+        !store
+            .add_first_signing_key(&signing_key("k0", NOW + 1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.list_signing_keys().await.unwrap(),
+        std::slice::from_ref(&k1)
+    );
+
+    // Each rotation retires the key in use at the new key's creation.
+    store
+        .rotate_signing_key(&signing_key("k2", NOW + 100))
+        .await
+        .unwrap();
+    store
+        .rotate_signing_key(&signing_key("k3", NOW + 200))
+        .await
+        .unwrap();
+    let mut r1 = k1.clone();
+    r1.retired_at = Some(NOW + 100);
+    let mut r2 = signing_key("k2", NOW + 100);
+    r2.retired_at = Some(NOW + 200);
+    let k3 = signing_key("k3", NOW + 200);
+    assert_eq!(
+        store.list_signing_keys().await.unwrap(),
+        [k3.clone(), r2.clone(), r1.clone()]
+    );
+    // Not while keys exist, not even after a rotation.
+    assert!(
+        !store
+            .add_first_signing_key(&signing_key("k9", NOW + 300))
+            .await
+            .unwrap()
+    );
+
+    // Removes only keys retired before the cutoff: not at it, not the active one.
+    assert_eq!(store.prune_signing_keys(NOW + 100).await.unwrap(), 0);
+    assert_eq!(store.list_signing_keys().await.unwrap().len(), 3);
+    assert_eq!(store.prune_signing_keys(NOW + 101).await.unwrap(), 1);
+    assert_eq!(
+        store.list_signing_keys().await.unwrap(),
+        [k3.clone(), r2.clone()]
+    );
+    assert_eq!(store.prune_signing_keys(i64::MAX).await.unwrap(), 1);
+    assert_eq!(store.list_signing_keys().await.unwrap(), [k3]);
+    assert_eq!(store.prune_signing_keys(i64::MAX).await.unwrap(), 0);
+
+    assert_conflict(
+        store
+            .rotate_signing_key(&signing_key("k3", NOW + 400))
+            .await,
+        "rotate to an existing kid",
+    );
+    // The failed rotation retired nothing.
+    assert_eq!(store.list_signing_keys().await.unwrap()[0].retired_at, None);
+}
+
+async fn oauth_add_first_signing_key_concurrently(store: Arc<dyn Store>) {
+    // Nodes starting at once.
+    let start = ready_together(&store, 8).await;
+    let mut tasks = Vec::new();
+    for i in 0..8_i64 {
+        let store = store.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            let k = signing_key(&format!("k{i}"), NOW + i);
+            start.wait().await;
+            (k.clone(), store.add_first_signing_key(&k).await.unwrap())
+        }));
+    }
+    let mut added = Vec::new();
+    for t in tasks {
+        let (k, was_added) = t.await.unwrap();
+        if was_added {
+            added.push(k);
+        }
+    }
+    assert_eq!(added.len(), 1, "keys added: {added:?}");
+    assert_eq!(store.list_signing_keys().await.unwrap(), added);
+}
+
+async fn oauth_rotate_signing_key_concurrently(store: Arc<dyn Store>) {
+    assert!(
+        store
+            .add_first_signing_key(&signing_key("k0", NOW))
+            .await
+            .unwrap()
+    );
+    // Nodes rotating at once: each rotation retires what was in use, so
+    // one key (the last rotation's) is left signing.
+    let start = ready_together(&store, 8).await;
+    let mut tasks = Vec::new();
+    for i in 1..=8_i64 {
+        let store = store.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            store
+                .rotate_signing_key(&signing_key(&format!("k{i}"), NOW + i))
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let keys = store.list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 9);
+    let active: Vec<&str> = keys
+        .iter()
+        .filter(|k| k.retired_at.is_none())
+        .map(|k| k.kid.as_str())
+        .collect();
+    assert_eq!(active.len(), 1, "keys left active: {active:?}");
+}
+
+async fn oauth_grants_revoke(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    let g1 = oauth_grant("g1", "c1", Some("u1"), NOW);
+    store.create_grant(&g1).await.unwrap();
+    assert_eq!(store.get_grant("g1").await.unwrap(), g1);
+    let cc = oauth_grant("g-cc", "c1", None, NOW + 1);
+    store.create_grant(&cc).await.unwrap();
+    assert_eq!(store.get_grant("g-cc").await.unwrap(), cc);
+    assert_not_found(store.get_grant("nope").await, "get unknown grant");
+    assert_conflict(store.create_grant(&g1).await, "duplicate grant id");
+    assert_conflict(
+        store
+            .create_grant(&oauth_grant("g-x", "no-such-client", Some("u1"), NOW))
+            .await,
+        "grant of a missing client",
+    );
+    assert_conflict(
+        store
+            .create_grant(&oauth_grant("g-y", "c1", Some("no-such-user"), NOW))
+            .await,
+        "grant of a missing user",
+    );
+
+    let mut revoked = g1.clone();
+    revoked.revoked_at = Some(NOW + 10);
+    assert_eq!(store.revoke_grant("g1", NOW + 10).await.unwrap(), revoked);
+    // Idempotent: the first revocation time stays.
+    assert_eq!(store.revoke_grant("g1", NOW + 20).await.unwrap(), revoked);
+    assert_eq!(store.get_grant("g1").await.unwrap(), revoked);
+    assert_not_found(
+        store.revoke_grant("nope", NOW).await,
+        "revoke unknown grant",
+    );
+    assert_eq!(store.get_grant("g-cc").await.unwrap(), cc);
+
+    // revoke_user_grants: only that user's, to that client, not yet revoked.
+    for (id, client, user) in [
+        ("a1", "c1", "u1"),
+        ("a2", "c1", "u1"),
+        ("a3", "c1", "u1"),
+        ("b1", "c2", "u1"),
+        ("b2", "c1", "u2"),
+    ] {
+        store
+            .create_grant(&oauth_grant(id, client, Some(user), NOW))
+            .await
+            .unwrap();
+    }
+    store.revoke_grant("a3", NOW + 30).await.unwrap();
+    // a1 and a2 (g1 and a3 were already revoked).
+    assert_eq!(
+        store
+            .revoke_user_grants("u1", "c1", NOW + 40)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.get_grant("a1").await.unwrap().revoked_at,
+        Some(NOW + 40)
+    );
+    assert_eq!(
+        store.get_grant("a2").await.unwrap().revoked_at,
+        Some(NOW + 40)
+    );
+    assert_eq!(
+        store.get_grant("a3").await.unwrap().revoked_at,
+        Some(NOW + 30)
+    );
+    assert_eq!(
+        store.get_grant("g1").await.unwrap().revoked_at,
+        Some(NOW + 10)
+    );
+    assert_eq!(store.get_grant("b1").await.unwrap().revoked_at, None);
+    assert_eq!(store.get_grant("b2").await.unwrap().revoked_at, None);
+    assert_eq!(store.get_grant("g-cc").await.unwrap().revoked_at, None);
+    assert_eq!(
+        store
+            .revoke_user_grants("u1", "c1", NOW + 50)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store.get_grant("a1").await.unwrap().revoked_at,
+        Some(NOW + 40)
+    );
+    assert_eq!(
+        store
+            .revoke_user_grants("u2", "c2", NOW + 50)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .revoke_user_grants("u2", "c1", NOW + 60)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.get_grant("b2").await.unwrap().revoked_at,
+        Some(NOW + 60)
+    );
+    assert_eq!(store.get_grant("b1").await.unwrap().revoked_at, None);
+}
+
+async fn oauth_codes_redeem(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    let code = auth_code("code1", "c1", "u1", NOW + 60_000);
+    store.create_code(&code).await.unwrap();
+    assert_conflict(store.create_code(&code).await, "duplicate code digest");
+
+    let g1 = oauth_grant("g1", "c1", Some("u1"), NOW + 5);
+    let mut spent = code.clone();
+    spent.used_at = Some(NOW + 5);
+    spent.grant_id = Some("g1".to_owned());
+    assert_eq!(
+        store
+            .redeem_code(&digest("code1"), NOW + 5, &g1)
+            .await
+            .unwrap(),
+        Redeem::Fresh(spent.clone())
+    );
+    // The grant was created with it.
+    assert_eq!(store.get_grant("g1").await.unwrap(), g1);
+
+    // A replay names the first exchange's grant, creates none, changes nothing.
+    let g2 = oauth_grant("g2", "c1", Some("u1"), NOW + 6);
+    assert_eq!(
+        store
+            .redeem_code(&digest("code1"), NOW + 6, &g2)
+            .await
+            .unwrap(),
+        Redeem::Replayed(spent.clone())
+    );
+    assert_not_found(store.get_grant("g2").await, "grant of a replay");
+    // Even once the code has expired.
+    assert_eq!(
+        store
+            .redeem_code(&digest("code1"), NOW + 120_000, &g2)
+            .await
+            .unwrap(),
+        Redeem::Replayed(spent)
+    );
+    assert_not_found(store.get_grant("g2").await, "grant of a replay");
+
+    // Expired and unused: unknown, and still unused.
+    let old = auth_code("code2", "c2", "u2", NOW + 60_000);
+    store.create_code(&old).await.unwrap();
+    let g3 = oauth_grant("g3", "c2", Some("u2"), NOW);
+    assert_eq!(
+        store
+            .redeem_code(&digest("code2"), NOW + 60_001, &g3)
+            .await
+            .unwrap(),
+        Redeem::Unknown
+    );
+    assert_not_found(store.get_grant("g3").await, "grant of an expired code");
+    // (Before its expiry it would still have worked: it was not spent.)
+    let mut spent2 = old.clone();
+    spent2.used_at = Some(NOW + 59_999);
+    spent2.grant_id = Some("g3".to_owned());
+    assert_eq!(
+        store
+            .redeem_code(&digest("code2"), NOW + 59_999, &g3)
+            .await
+            .unwrap(),
+        Redeem::Fresh(spent2)
+    );
+
+    assert_eq!(
+        store
+            .redeem_code(&digest("no such code"), NOW, &g2)
+            .await
+            .unwrap(),
+        Redeem::Unknown
+    );
+    assert_not_found(store.get_grant("g2").await, "grant of an unknown code");
+
+    // A code without PKCE challenge round-trips as None.
+    let mut plain = auth_code("code3", "c1", "u1", NOW + 60_000);
+    plain.code_challenge = None;
+    plain.scopes = Vec::new();
+    store.create_code(&plain).await.unwrap();
+    let g4 = oauth_grant("g4", "c1", Some("u1"), NOW);
+    match store.redeem_code(&digest("code3"), NOW, &g4).await.unwrap() {
+        Redeem::Fresh(c) => {
+            assert_eq!(c.code_challenge, None);
+            assert!(c.scopes.is_empty());
+            assert_eq!(c.digest, digest("code3"));
+        }
+        other => panic!("expected Fresh, got {other:?}"),
+    }
+
+    // A grant that cannot be created leaves the code unspent.
+    let code5 = auth_code("code5", "c1", "u1", NOW + 60_000);
+    store.create_code(&code5).await.unwrap();
+    assert_conflict(
+        store.redeem_code(&digest("code5"), NOW, &g1).await,
+        "redeem with an existing grant id",
+    );
+    let g5 = oauth_grant("g5", "c1", Some("u1"), NOW);
+    assert!(matches!(
+        store.redeem_code(&digest("code5"), NOW, &g5).await.unwrap(),
+        Redeem::Fresh(_)
+    ));
+}
+
+async fn oauth_codes_redeem_concurrently(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    store
+        .create_code(&auth_code("code1", "c1", "u1", NOW + 60_000))
+        .await
+        .unwrap();
+    let start = ready_together(&store, 16).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            let g = oauth_grant(&format!("g{i}"), "c1", Some("u1"), NOW + i);
+            start.wait().await;
+            store
+                .redeem_code(&digest("code1"), NOW + i, &g)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut fresh = Vec::new();
+    let mut replayed = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Redeem::Fresh(c) => fresh.push(c),
+            Redeem::Replayed(c) => replayed.push(c),
+            Redeem::Unknown => panic!("a concurrent redeem found no code"),
+        }
+    }
+    assert_eq!(fresh.len(), 1, "fresh redeems: {fresh:?}");
+    assert_eq!(replayed.len(), 15);
+    let winner = fresh[0].grant_id.clone().unwrap();
+    for r in &replayed {
+        assert_eq!(r, &fresh[0], "every replay sees the first exchange");
+    }
+    // Exactly the winner's grant exists.
+    for i in 0..16 {
+        let id = format!("g{i}");
+        let got = store.get_grant(&id).await;
+        if id == winner {
+            assert_eq!(got.unwrap().id, winner);
+        } else {
+            assert_not_found(got, "grant of a losing redeem");
+        }
+    }
+}
+
+async fn oauth_refresh_tokens(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    store
+        .create_grant(&oauth_grant("g1", "c1", Some("u1"), NOW))
+        .await
+        .unwrap();
+    let t = refresh_token("rt1", "g1", "c1", NOW + 60_000);
+    store.create_refresh_token(&t).await.unwrap();
+    assert_conflict(
+        store.create_refresh_token(&t).await,
+        "duplicate refresh token",
+    );
+    assert_conflict(
+        store
+            .create_refresh_token(&refresh_token("rt-x", "no-such-grant", "c1", NOW))
+            .await,
+        "refresh token of a missing grant",
+    );
+    assert_eq!(
+        store.refresh_token_by_digest(&digest("rt1")).await.unwrap(),
+        Some(t.clone())
+    );
+    assert_eq!(
+        store
+            .refresh_token_by_digest(&digest("nope"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    let mut spent = t.clone();
+    spent.spent_at = Some(NOW + 10);
+    assert_eq!(
+        store
+            .spend_refresh_token(&digest("rt1"), NOW + 10)
+            .await
+            .unwrap(),
+        SpendRefresh::Fresh(spent.clone())
+    );
+    assert_eq!(
+        store.refresh_token_by_digest(&digest("rt1")).await.unwrap(),
+        Some(spent.clone())
+    );
+    // A second spend is a reuse and keeps the first spend's time.
+    assert_eq!(
+        store
+            .spend_refresh_token(&digest("rt1"), NOW + 20)
+            .await
+            .unwrap(),
+        SpendRefresh::Reused(spent.clone())
+    );
+    assert_eq!(
+        store.refresh_token_by_digest(&digest("rt1")).await.unwrap(),
+        Some(spent)
+    );
+    assert_eq!(
+        store
+            .spend_refresh_token(&digest("nope"), NOW)
+            .await
+            .unwrap(),
+        SpendRefresh::Unknown
+    );
+
+    // Another token of the same grant is untouched.
+    let t2 = refresh_token("rt2", "g1", "c1", NOW + 60_000);
+    store.create_refresh_token(&t2).await.unwrap();
+    assert_eq!(
+        store.refresh_token_by_digest(&digest("rt2")).await.unwrap(),
+        Some(t2)
+    );
+}
+
+async fn oauth_refresh_tokens_spend_concurrently(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    store
+        .create_grant(&oauth_grant("g1", "c1", Some("u1"), NOW))
+        .await
+        .unwrap();
+    store
+        .create_refresh_token(&refresh_token("rt1", "g1", "c1", NOW + 60_000))
+        .await
+        .unwrap();
+    let start = ready_together(&store, 16).await;
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            store
+                .spend_refresh_token(&digest("rt1"), NOW + 1 + i)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut fresh = Vec::new();
+    let mut reused = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            SpendRefresh::Fresh(t) => fresh.push(t),
+            SpendRefresh::Reused(t) => reused.push(t),
+            SpendRefresh::Unknown => panic!("a concurrent spend found no token"),
+        }
+    }
+    assert_eq!(fresh.len(), 1, "fresh spends: {fresh:?}");
+    assert_eq!(reused.len(), 15);
+    for r in &reused {
+        assert_eq!(r, &fresh[0], "every reuse sees the first spend");
+    }
+    let stored = store
+        .refresh_token_by_digest(&digest("rt1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, fresh[0]);
+    assert!(stored.spent_at.is_some());
+}
+
+async fn oauth_access_tokens(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    store
+        .create_grant(&oauth_grant("g1", "c1", Some("u1"), NOW))
+        .await
+        .unwrap();
+    let with_grant = access_token("at1", Some("g1"), "c1", NOW + 60_000);
+    let without = access_token("at2", None, "c2", NOW + 60_000);
+    store.create_access_token(&with_grant).await.unwrap();
+    store.create_access_token(&without).await.unwrap();
+    assert_conflict(
+        store.create_access_token(&with_grant).await,
+        "duplicate access token",
+    );
+    assert_conflict(
+        store
+            .create_access_token(&access_token("at3", None, "no-such-client", NOW))
+            .await,
+        "access token of a missing client",
+    );
+    assert_eq!(
+        store.access_token_by_digest(&digest("at1")).await.unwrap(),
+        Some(with_grant.clone())
+    );
+    assert_eq!(
+        store.access_token_by_digest(&digest("at2")).await.unwrap(),
+        Some(without.clone())
+    );
+    assert_eq!(
+        store.access_token_by_digest(&digest("nope")).await.unwrap(),
+        None
+    );
+
+    store
+        .revoke_access_token(&digest("at1"), NOW + 10)
+        .await
+        .unwrap();
+    let mut revoked = with_grant.clone();
+    revoked.revoked_at = Some(NOW + 10);
+    assert_eq!(
+        store.access_token_by_digest(&digest("at1")).await.unwrap(),
+        Some(revoked.clone())
+    );
+    // A second revocation keeps the first time.
+    store
+        .revoke_access_token(&digest("at1"), NOW + 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.access_token_by_digest(&digest("at1")).await.unwrap(),
+        Some(revoked)
+    );
+    assert_eq!(
+        store.access_token_by_digest(&digest("at2")).await.unwrap(),
+        Some(without)
+    );
+    // Revoking an unknown token is not an error (RFC 7009).
+    store
+        .revoke_access_token(&digest("nope"), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.access_token_by_digest(&digest("nope")).await.unwrap(),
+        None
+    );
+}
+
+async fn oauth_revoked_jtis(store: Arc<dyn Store>) {
+    assert!(!store.is_jti_revoked("j1").await.unwrap());
+    assert!(store.revoked_jtis(NOW).await.unwrap().is_empty());
+    store.revoke_jti("j1", NOW + 100).await.unwrap();
+    store.revoke_jti("j2", NOW + 200).await.unwrap();
+    store.revoke_jti("j3", NOW - 1).await.unwrap();
+    // Idempotent: the first record stays.
+    store.revoke_jti("j1", NOW + 999).await.unwrap();
+    assert!(store.is_jti_revoked("j1").await.unwrap());
+    assert!(store.is_jti_revoked("j3").await.unwrap());
+    assert!(!store.is_jti_revoked("j4").await.unwrap());
+
+    let sorted = |mut v: Vec<(String, i64)>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(store.revoked_jtis(NOW).await.unwrap()),
+        [("j1".to_owned(), NOW + 100), ("j2".to_owned(), NOW + 200)]
+    );
+    // Only those not expired at `now`: j1 ends at NOW + 100.
+    assert_eq!(
+        sorted(store.revoked_jtis(NOW + 100).await.unwrap()),
+        [("j2".to_owned(), NOW + 200)]
+    );
+    assert!(store.revoked_jtis(NOW + 200).await.unwrap().is_empty());
+    assert_eq!(
+        sorted(store.revoked_jtis(NOW - 2).await.unwrap()),
+        [
+            ("j1".to_owned(), NOW + 100),
+            ("j2".to_owned(), NOW + 200),
+            ("j3".to_owned(), NOW - 1)
+        ]
+    );
+}
+
+async fn oauth_consents(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    assert_eq!(store.get_consent("u1", "c1").await.unwrap(), None);
+    let first = consent("u1", "c1", &["openid", "docs:read"], NOW);
+    store.upsert_consent(&first).await.unwrap();
+    assert_eq!(store.get_consent("u1", "c1").await.unwrap(), Some(first));
+
+    // A second upsert changes the scopes and updated_at, not created_at.
+    let mut again = consent("u1", "c1", &["openid", "docs:read", "docs:write"], NOW + 50);
+    store.upsert_consent(&again).await.unwrap();
+    again.created_at = NOW;
+    assert_eq!(
+        store.get_consent("u1", "c1").await.unwrap(),
+        Some(again.clone())
+    );
+
+    let u2 = consent("u2", "c1", &["openid"], NOW + 10);
+    store.upsert_consent(&u2).await.unwrap();
+    let other_client = consent("u1", "c2", &["docs:read"], NOW + 20);
+    store.upsert_consent(&other_client).await.unwrap();
+    assert_eq!(store.get_consent("u2", "c2").await.unwrap(), None);
+
+    // By client, most recently updated first.
+    assert_eq!(
+        store.list_consents("c1").await.unwrap(),
+        [again.clone(), u2.clone()]
+    );
+    assert_eq!(
+        store.list_consents("c2").await.unwrap(),
+        std::slice::from_ref(&other_client)
+    );
+    assert!(store.list_consents("nope").await.unwrap().is_empty());
+
+    assert_conflict(
+        store
+            .upsert_consent(&consent("no-such-user", "c1", &["x"], NOW))
+            .await,
+        "consent of a missing user",
+    );
+
+    store.delete_consent("u1", "c1").await.unwrap();
+    assert_eq!(store.get_consent("u1", "c1").await.unwrap(), None);
+    assert_not_found(store.delete_consent("u1", "c1").await, "second delete");
+    assert_not_found(
+        store.delete_consent("u2", "c2").await,
+        "delete unknown consent",
+    );
+    assert_eq!(store.list_consents("c1").await.unwrap(), [u2]);
+    assert_eq!(
+        store.get_consent("u1", "c2").await.unwrap(),
+        Some(other_client)
+    );
+}
+
+async fn oauth_prune(store: Arc<dyn Store>) {
+    oauth_fixture(&*store).await;
+    store
+        .create_grant(&oauth_grant("g1", "c1", Some("u1"), NOW))
+        .await
+        .unwrap();
+    let cutoff = NOW + 1_000;
+    // Of each kind: one expired before the cutoff, one at it, one after.
+    for (tag, exp) in [("old", cutoff - 1), ("at", cutoff), ("new", cutoff + 1)] {
+        store
+            .create_code(&auth_code(&format!("code-{tag}"), "c1", "u1", exp))
+            .await
+            .unwrap();
+        store
+            .create_refresh_token(&refresh_token(&format!("rt-{tag}"), "g1", "c1", exp))
+            .await
+            .unwrap();
+        store
+            .create_access_token(&access_token(&format!("at-{tag}"), Some("g1"), "c1", exp))
+            .await
+            .unwrap();
+        store.revoke_jti(&format!("jti-{tag}"), exp).await.unwrap();
+    }
+    // Long expired, and a spent refresh token still valid.
+    store
+        .create_code(&auth_code("code-ancient", "c2", "u2", 1))
+        .await
+        .unwrap();
+    let mut spent = refresh_token("rt-spent", "g1", "c1", cutoff + 10);
+    spent.spent_at = Some(NOW);
+    store.create_refresh_token(&spent).await.unwrap();
+
+    assert_eq!(store.prune_oauth(cutoff).await.unwrap(), 5);
+
+    let g = |i: &str| oauth_grant(&format!("probe-{i}"), "c1", Some("u1"), NOW);
+    for (tag, kept) in [("old", false), ("at", true), ("new", true)] {
+        // A code that is still there is found (as expired at this time).
+        let redeemed = store
+            .redeem_code(&digest(&format!("code-{tag}")), NOW, &g(tag))
+            .await
+            .unwrap();
+        assert_eq!(matches!(redeemed, Redeem::Fresh(_)), kept, "code-{tag}");
+        assert_eq!(
+            store
+                .refresh_token_by_digest(&digest(&format!("rt-{tag}")))
+                .await
+                .unwrap()
+                .is_some(),
+            kept,
+            "rt-{tag}"
+        );
+        assert_eq!(
+            store
+                .access_token_by_digest(&digest(&format!("at-{tag}")))
+                .await
+                .unwrap()
+                .is_some(),
+            kept,
+            "at-{tag}"
+        );
+        assert_eq!(
+            store.is_jti_revoked(&format!("jti-{tag}")).await.unwrap(),
+            kept,
+            "jti-{tag}"
+        );
+    }
+    assert_eq!(
+        store
+            .redeem_code(&digest("code-ancient"), 0, &g("ancient"))
+            .await
+            .unwrap(),
+        Redeem::Unknown
+    );
+    assert_eq!(
+        store
+            .refresh_token_by_digest(&digest("rt-spent"))
+            .await
+            .unwrap(),
+        Some(spent)
+    );
+    // Grants, clients, users are not pruned.
+    assert_eq!(store.get_grant("g1").await.unwrap().id, "g1");
+    assert_eq!(store.get_client("c2").await.unwrap().id, "c2");
+    assert_eq!(store.get_user("u2").await.unwrap().id, "u2");
+    assert_eq!(store.prune_oauth(cutoff).await.unwrap(), 0);
+}
+
+/// A sink that records what the change feed says.
+#[derive(Default)]
+struct Recorder {
+    changes: Mutex<Vec<Change>>,
+    resumed: AtomicUsize,
+    lost: AtomicUsize,
+}
+
+impl ChangeSink for Recorder {
+    fn changed(&self, change: Change) {
+        self.changes.lock().unwrap().push(change);
+    }
+    fn lost(&self) {
+        self.lost.fetch_add(1, Ordering::SeqCst);
+    }
+    fn resumed(&self) {
+        self.resumed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Recorder {
+    /// Waits (a few seconds at most) until `change` has been told.
+    async fn wait_for(&self, change: &Change, after: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.changes.lock().unwrap().contains(change) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{after}: no {change:?} within 5 s; told: {:?}",
+                self.changes.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn digest32(tag: &str) -> [u8; 32] {
+    <[u8; 32]>::try_from(digest(tag)).unwrap()
+}
+
+async fn oauth_change_feed(store: Arc<dyn Store>) {
+    // What exists before the feed starts.
+    oauth_fixture(&*store).await;
+    store
+        .create_client(&oauth_client("c3", "o1", NOW))
+        .await
+        .unwrap();
+    store
+        .create_grant(&oauth_grant("g1", "c1", Some("u1"), NOW))
+        .await
+        .unwrap();
+    store
+        .create_grant(&oauth_grant("g-c2", "c2", Some("u1"), NOW))
+        .await
+        .unwrap();
+    store
+        .create_grant(&oauth_grant("g-u2", "c3", Some("u2"), NOW))
+        .await
+        .unwrap();
+    store
+        .create_grant(&oauth_grant("g-u1-c3", "c3", Some("u1"), NOW))
+        .await
+        .unwrap();
+    let far = NOW + 3_600_000;
+    store
+        .create_access_token(&access_token("at1", Some("g1"), "c1", far))
+        .await
+        .unwrap();
+    store
+        .create_access_token(&access_token("at-old", None, "c1", NOW))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .add_first_signing_key(&signing_key("k1", NOW))
+            .await
+            .unwrap()
+    );
+
+    let recorder = Arc::new(Recorder::default());
+    let sink: Arc<dyn ChangeSink> = recorder.clone();
+    let follower = {
+        let store = store.clone();
+        tokio::spawn(async move { store.follow_changes(sink).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while recorder.resumed.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "the change feed never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // What happened before it started is not told (it is covered by resumed).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let early = recorder.changes.lock().unwrap().clone();
+    assert!(early.is_empty(), "told before any change: {early:?}");
+
+    let patch = ClientPatch {
+        name: Some("renamed".to_owned()),
+        updated_at: NOW + 1,
+        ..ClientPatch::default()
+    };
+    store.update_client("c1", &patch).await.unwrap();
+    recorder
+        .wait_for(&Change::Client("c1".to_owned()), "update_client")
+        .await;
+
+    store
+        .set_client_secret("c3", Some(&digest("new")), None, NOW + 2)
+        .await
+        .unwrap();
+    recorder
+        .wait_for(&Change::Client("c3".to_owned()), "set_client_secret")
+        .await;
+
+    // Deleting a client tells it and the grants that went with it.
+    store.delete_client("c2").await.unwrap();
+    recorder
+        .wait_for(&Change::Client("c2".to_owned()), "delete_client")
+        .await;
+    recorder
+        .wait_for(&Change::Grant("g-c2".to_owned()), "delete_client")
+        .await;
+
+    store.revoke_grant("g1", NOW + 3).await.unwrap();
+    recorder
+        .wait_for(&Change::Grant("g1".to_owned()), "revoke_grant")
+        .await;
+
+    assert_eq!(
+        store.revoke_user_grants("u1", "c3", NOW + 3).await.unwrap(),
+        1
+    );
+    recorder
+        .wait_for(&Change::Grant("g-u1-c3".to_owned()), "revoke_user_grants")
+        .await;
+
+    // So does deleting a user, for their grants.
+    store.delete_user("u2").await.unwrap();
+    recorder
+        .wait_for(&Change::Grant("g-u2".to_owned()), "delete_user")
+        .await;
+
+    store
+        .revoke_access_token(&digest("at1"), NOW + 4)
+        .await
+        .unwrap();
+    recorder
+        .wait_for(&Change::AccessToken(digest32("at1")), "revoke_access_token")
+        .await;
+
+    store.revoke_jti("jti:42/ü", far).await.unwrap();
+    recorder
+        .wait_for(&Change::RevokedJti("jti:42/ü".to_owned()), "revoke_jti")
+        .await;
+
+    store
+        .rotate_signing_key(&signing_key("k2", NOW + 5))
+        .await
+        .unwrap();
+    recorder
+        .wait_for(&Change::SigningKeys, "rotate_signing_key")
+        .await;
+
+    // Pruning an expired opaque token tells it too.
+    assert!(store.prune_oauth(NOW + 1).await.unwrap() >= 1);
+    recorder
+        .wait_for(&Change::AccessToken(digest32("at-old")), "prune_oauth")
+        .await;
+
+    follower.abort();
+    assert_eq!(recorder.lost.load(Ordering::SeqCst), 0);
+    assert_eq!(recorder.resumed.load(Ordering::SeqCst), 1);
+    // Nothing but what was asked for was told about (no stray records).
+    let told = recorder.changes.lock().unwrap().clone();
+    for change in &told {
+        let expected = [
+            Change::Client("c1".to_owned()),
+            Change::Client("c2".to_owned()),
+            Change::Client("c3".to_owned()),
+            Change::Grant("g1".to_owned()),
+            Change::Grant("g-c2".to_owned()),
+            Change::Grant("g-u2".to_owned()),
+            Change::Grant("g-u1-c3".to_owned()),
+            Change::AccessToken(digest32("at1")),
+            Change::AccessToken(digest32("at-old")),
+            Change::RevokedJti("jti:42/ü".to_owned()),
+            Change::SigningKeys,
+        ];
+        assert!(
+            expected.contains(change),
+            "unexpected {change:?} in {told:?}"
+        );
+    }
 }
