@@ -920,9 +920,9 @@ pub async fn revoke(app: &App, headers: &HeaderMap, form: &Form) -> Result<(), O
         return Ok(());
     }
     if token.starts_with(ACCESS_PREFIX) {
-        app.store
-            .revoke_access_token(&keyfmt::digest(token), now)
-            .await?;
+        let digest = keyfmt::digest(token);
+        app.store.revoke_access_token(&digest, now).await?;
+        app.forget_access_token(digest);
     } else if let Some(jti) = &info.jti {
         app.store.revoke_jti(jti, info.exp * 1000).await?;
         app.note_revoked_jti(jti, info.exp * 1000);
