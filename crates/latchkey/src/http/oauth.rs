@@ -69,11 +69,22 @@ async fn revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
 /// RFC 8414 authorization server metadata.
 async fn metadata(State(app): AppState) -> Response {
     let issuer = app.config.public_url();
+    // Introspection needs a client that authenticates (RFC 7662 §2.1);
+    // a public client may still revoke its tokens (RFC 7009 §2.1).
     let auth_methods = [
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
     ];
+    let with_none = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    ];
+    // The algs a private_key_jwt assertion may be signed with: RFC 8414 §2
+    // requires the list wherever private_key_jwt is offered.
+    let assertion_algs = ["ES256", "EdDSA", "RS256"];
     let body = serde_json::json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth/authorize"),
@@ -84,10 +95,12 @@ async fn metadata(State(app): AppState) -> Response {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+        "token_endpoint_auth_methods_supported": with_none,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_methods_supported": with_none,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": app.scopes.catalog().keys().collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
