@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -33,8 +34,32 @@ fn no_store() -> HeaderMap {
     h
 }
 
-async fn token_endpoint(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let answer = match Form::parse(&headers, &body) {
+/// The form of a request; a body refused by the framework (too large,
+/// unreadable) is answered in OAuth's error format too, with its status.
+fn read_form(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Form, OAuthError> {
+    match body {
+        Ok(body) => Form::parse(headers, &body),
+        Err(rejection) => {
+            let status = rejection.status();
+            let description = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "The request body is too large ({} KiB at most).",
+                    crate::http::BODY_LIMIT / 1024
+                )
+            } else {
+                "The request body could not be read.".to_owned()
+            };
+            Err(OAuthError::invalid_request(description).with_status(status))
+        }
+    }
+}
+
+async fn token_endpoint(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let answer = match read_form(&headers, body) {
         Ok(form) => token::token(&app, &headers, &form).await,
         Err(e) => Err(e),
     };
@@ -44,8 +69,12 @@ async fn token_endpoint(State(app): AppState, headers: HeaderMap, body: Bytes) -
     }
 }
 
-async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let answer = match Form::parse(&headers, &body) {
+async fn introspect(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let answer = match read_form(&headers, body) {
         Ok(form) => token::introspect(&app, &headers, &form).await,
         Err(e) => Err(e),
     };
@@ -55,8 +84,12 @@ async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -> Re
     }
 }
 
-async fn revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let answer = match Form::parse(&headers, &body) {
+async fn revoke(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let answer = match read_form(&headers, body) {
         Ok(form) => token::revoke(&app, &headers, &form).await,
         Err(e) => Err(e),
     };

@@ -52,6 +52,12 @@ impl OAuthError {
         }
     }
 
+    /// The same error answered with another status (a body the
+    /// framework refused: 413).
+    pub fn with_status(self, status: StatusCode) -> Self {
+        Self { status, ..self }
+    }
+
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new("invalid_request", d)
     }
