@@ -502,6 +502,12 @@ impl App {
     pub fn forget_grant(&self, id: &str) {
         self.caches.forget(Change::Grant(id.to_owned()));
     }
+
+    /// Forgets an opaque access token here at once (the feed tells other
+    /// nodes).
+    pub fn forget_access_token(&self, digest: [u8; 32]) {
+        self.caches.forget(Change::AccessToken(digest));
+    }
 }
 
 /// Answers from `cache`, else runs `fetch` and caches what it read unless

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -33,8 +34,32 @@ fn no_store() -> HeaderMap {
     h
 }
 
-async fn token_endpoint(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let answer = match Form::parse(&headers, &body) {
+/// The form of a request; a body refused by the framework (too large,
+/// unreadable) is answered in OAuth's error format too, with its status.
+fn read_form(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Form, OAuthError> {
+    match body {
+        Ok(body) => Form::parse(headers, &body),
+        Err(rejection) => {
+            let status = rejection.status();
+            let description = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "The request body is too large ({} KiB at most).",
+                    crate::http::BODY_LIMIT / 1024
+                )
+            } else {
+                "The request body could not be read.".to_owned()
+            };
+            Err(OAuthError::invalid_request(description).with_status(status))
+        }
+    }
+}
+
+async fn token_endpoint(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let answer = match read_form(&headers, body) {
         Ok(form) => token::token(&app, &headers, &form).await,
         Err(e) => Err(e),
     };
@@ -44,8 +69,12 @@ async fn token_endpoint(State(app): AppState, headers: HeaderMap, body: Bytes) -
     }
 }
 
-async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let answer = match Form::parse(&headers, &body) {
+async fn introspect(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let answer = match read_form(&headers, body) {
         Ok(form) => token::introspect(&app, &headers, &form).await,
         Err(e) => Err(e),
     };
@@ -55,8 +84,12 @@ async fn introspect(State(app): AppState, headers: HeaderMap, body: Bytes) -> Re
     }
 }
 
-async fn revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Response {
-    let answer = match Form::parse(&headers, &body) {
+async fn revoke(
+    State(app): AppState,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let answer = match read_form(&headers, body) {
         Ok(form) => token::revoke(&app, &headers, &form).await,
         Err(e) => Err(e),
     };
@@ -69,11 +102,22 @@ async fn revoke(State(app): AppState, headers: HeaderMap, body: Bytes) -> Respon
 /// RFC 8414 authorization server metadata.
 async fn metadata(State(app): AppState) -> Response {
     let issuer = app.config.public_url();
+    // Introspection needs a client that authenticates (RFC 7662 §2.1);
+    // a public client may still revoke its tokens (RFC 7009 §2.1).
     let auth_methods = [
         "client_secret_basic",
         "client_secret_post",
         "private_key_jwt",
     ];
+    let with_none = [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+        "none",
+    ];
+    // The algs a private_key_jwt assertion may be signed with: RFC 8414 §2
+    // requires the list wherever private_key_jwt is offered.
+    let assertion_algs = ["ES256", "EdDSA", "RS256"];
     let body = serde_json::json!({
         "issuer": issuer,
         "authorization_endpoint": format!("{issuer}/oauth/authorize"),
@@ -84,10 +128,12 @@ async fn metadata(State(app): AppState) -> Response {
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256"],
+        "token_endpoint_auth_methods_supported": with_none,
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "introspection_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "introspection_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "revocation_endpoint_auth_methods_supported": with_none,
+        "revocation_endpoint_auth_signing_alg_values_supported": assertion_algs,
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": app.scopes.catalog().keys().collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,

@@ -52,6 +52,12 @@ impl OAuthError {
         }
     }
 
+    /// The same error answered with another status (a body the
+    /// framework refused: 413).
+    pub fn with_status(self, status: StatusCode) -> Self {
+        Self { status, ..self }
+    }
+
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new("invalid_request", d)
     }
@@ -816,14 +822,23 @@ async fn still_stands(
     }
 }
 
-/// `POST /oauth/introspect` (RFC 7662): only the client's own tokens are
-/// described; anything else is `{"active": false}`.
+/// `POST /oauth/introspect` (RFC 7662): for confidential clients only;
+/// only the client's own tokens are described, anything else is
+/// `{"active": false}`.
 pub async fn introspect(
     app: &App,
     headers: &HeaderMap,
     form: &Form,
 ) -> Result<serde_json::Value, OAuthError> {
     let client = authenticate(app, headers, form).await?;
+    if client.public {
+        // RFC 7662 §2.1: the endpoint requires client authentication; a
+        // public client has none (the metadata does not offer `none`).
+        return Err(OAuthError::invalid_client(
+            "Introspection needs client authentication; a public client has none.",
+            false,
+        ));
+    }
     let token = form.require("token")?;
     let inactive = serde_json::json!({ "active": false });
     let info = if token.starts_with(REFRESH_PREFIX) {
