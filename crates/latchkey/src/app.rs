@@ -495,10 +495,6 @@ impl App {
         self.caches.forget(Change::Client(id.to_owned()));
     }
 
-    pub fn forget_access_token(&self, digest: [u8; 32]) {
-        self.caches.forget(Change::AccessToken(digest));
-    }
-
     pub fn forget_grant(&self, id: &str) {
         self.caches.forget(Change::Grant(id.to_owned()));
     }
