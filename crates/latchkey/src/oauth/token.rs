@@ -312,7 +312,7 @@ fn assertion_issuer(assertion: &str) -> Result<String, OAuthError> {
 /// RFC 7523 §3 client authentication: signed by a key of the client's
 /// `jwks` (picked by `kid`, its alg fixed by the key), `iss` = `sub` =
 /// client id, `aud` the token endpoint or the issuer, unexpired, lasting
-/// at most 10 minutes, its `jti` used once.
+/// at most an hour, its `jti` used once.
 async fn check_assertion(app: &App, client: &Client, assertion: &str) -> Result<(), OAuthError> {
     let bad = |why: &str| {
         OAuthError::invalid_client(format!("The client assertion is not valid: {why}."), false)
@@ -353,8 +353,8 @@ async fn check_assertion(app: &App, client: &Client, assertion: &str) -> Result<
     if c.exp <= now - 60 {
         return Err(bad("expired"));
     }
-    if c.exp - c.iat.unwrap_or(now) > 600 || c.exp > now + 660 {
-        return Err(bad("lasts more than 10 minutes"));
+    if c.exp - c.iat.unwrap_or(now) > 3600 || c.exp > now + 3660 {
+        return Err(bad("lasts more than an hour"));
     }
     if c.jti.is_empty() || c.jti.len() > 200 {
         return Err(bad("no jti"));
