@@ -140,14 +140,13 @@ fn oauth_error(r: &Resp, status: u16, error: &str) -> Value {
     v
 }
 
-/// A 401 `invalid_client`; `basic`: the client tried HTTP Basic, so the
-/// challenge is Basic (RFC 6749 §5.2).
-fn invalid_client(r: &Resp, basic: bool) {
+/// A 401 `invalid_client`.
+fn invalid_client(r: &Resp) {
     oauth_error(r, 401, "invalid_client");
+    // Always a Basic challenge: the scheme these endpoints take
+    // (RFC 6749 §5.2), whichever method the client tried.
     let challenge = r.header("www-authenticate").unwrap_or_default();
-    if basic {
-        assert!(challenge.starts_with("Basic "), "{challenge:?}");
-    }
+    assert_eq!(challenge, "Basic realm=\"latchkey\"");
 }
 
 /// The header and claims of a compact JWS, decoded (not verified).
@@ -620,9 +619,9 @@ async fn client_authentication_refusals(s: TestServer) {
     // Wrong secret, each way.
     let wrong = format!("lk_cs_{}", "A".repeat(44));
     let r = form(&s, "/oauth/token", Some((&basic_id, &wrong)), &[cc]).await;
-    invalid_client(&r, true);
+    invalid_client(&r);
     let r = form(&s, "/oauth/token", Some((&basic_id, "nonsense")), &[cc]).await;
-    invalid_client(&r, true);
+    invalid_client(&r);
     let r = form(
         &s,
         "/oauth/token",
@@ -630,15 +629,15 @@ async fn client_authentication_refusals(s: TestServer) {
         &[cc, ("client_id", &post_id), ("client_secret", &wrong)],
     )
     .await;
-    invalid_client(&r, false);
+    invalid_client(&r);
     // Another client's secret.
     let r = form(&s, "/oauth/token", Some((&basic_id, &post_secret)), &[cc]).await;
-    invalid_client(&r, true);
+    invalid_client(&r);
 
     // Unknown clients: well-formed and not.
     for unknown in ["cli_0000000000000000000000", "nobody", "cli_"] {
         let r = form(&s, "/oauth/token", Some((unknown, &basic_secret)), &[cc]).await;
-        invalid_client(&r, true);
+        invalid_client(&r);
         let r = form(
             &s,
             "/oauth/token",
@@ -646,7 +645,7 @@ async fn client_authentication_refusals(s: TestServer) {
             &[cc, ("client_id", unknown), ("client_secret", &basic_secret)],
         )
         .await;
-        invalid_client(&r, false);
+        invalid_client(&r);
     }
 
     // Malformed Basic.
@@ -668,7 +667,7 @@ async fn client_authentication_refusals(s: TestServer) {
                     .body(encode(&[cc])),
             )
             .await;
-        invalid_client(&r, true);
+        invalid_client(&r);
     }
     // Another scheme at the token endpoint.
     let r = s
@@ -680,11 +679,11 @@ async fn client_authentication_refusals(s: TestServer) {
                 .body(encode(&[cc])),
         )
         .await;
-    invalid_client(&r, false);
+    invalid_client(&r);
 
     // The wrong method for the client: each is registered for one.
     let r = form(&s, "/oauth/token", Some((&post_id, &post_secret)), &[cc]).await;
-    invalid_client(&r, true);
+    invalid_client(&r);
     let r = form(
         &s,
         "/oauth/token",
@@ -696,7 +695,7 @@ async fn client_authentication_refusals(s: TestServer) {
         ],
     )
     .await;
-    invalid_client(&r, false);
+    invalid_client(&r);
 
     // Two methods at once.
     let r = form(
@@ -737,9 +736,9 @@ async fn client_authentication_refusals(s: TestServer) {
 
     // No authentication at all; a confidential client's id alone.
     let r = form(&s, "/oauth/token", None, &[cc]).await;
-    invalid_client(&r, false);
+    invalid_client(&r);
     let r = form(&s, "/oauth/token", None, &[cc, ("client_id", &basic_id)]).await;
-    invalid_client(&r, false);
+    invalid_client(&r);
 
     // A public client (no credentials) may not use client_credentials.
     let (public_id, public_secret) = register(
@@ -769,7 +768,7 @@ async fn client_authentication_refusals(s: TestServer) {
     let r = s.delete(&format!("/v1/clients/{basic_id}")).await;
     assert_eq!(r.status, 204, "{}", r.text);
     let r = form(&s, "/oauth/token", Some((&basic_id, &basic_secret)), &[cc]).await;
-    invalid_client(&r, true);
+    invalid_client(&r);
 
     // A rotated secret: the old one stops, the new one works.
     let r = s
@@ -785,7 +784,7 @@ async fn client_authentication_refusals(s: TestServer) {
         &[cc, ("client_id", &post_id), ("client_secret", &post_secret)],
     )
     .await;
-    invalid_client(&r, false);
+    invalid_client(&r);
     let r = form(
         &s,
         "/oauth/token",
@@ -1072,7 +1071,7 @@ async fn introspection(s: TestServer) {
 
     // Client authentication is required.
     let r = form(&s, "/oauth/introspect", None, &[("token", &token)]).await;
-    invalid_client(&r, false);
+    invalid_client(&r);
     let wrong = format!("lk_cs_{}", "A".repeat(44));
     let r = form(
         &s,
@@ -1081,7 +1080,7 @@ async fn introspection(s: TestServer) {
         &[("token", &token)],
     )
     .await;
-    invalid_client(&r, true);
+    invalid_client(&r);
     let r = s
         .send(
             s.http
@@ -1091,7 +1090,7 @@ async fn introspection(s: TestServer) {
                 .body(encode(&[("token", &token)])),
         )
         .await;
-    invalid_client(&r, false);
+    invalid_client(&r);
 
     // A public client (an id, no credentials) may not introspect, even
     // its own tokens (RFC 7662 §2.1); it may revoke them.
@@ -1109,7 +1108,7 @@ async fn introspection(s: TestServer) {
         &[("token", &token), ("client_id", &public_id)],
     )
     .await;
-    invalid_client(&r, false);
+    invalid_client(&r);
     let r = form(
         &s,
         "/oauth/revoke",
@@ -1147,7 +1146,7 @@ async fn introspection(s: TestServer) {
         &[("token", &gone_token)],
     )
     .await;
-    invalid_client(&r, true);
+    invalid_client(&r);
     assert_eq!(introspect(&s, &id, &secret, &gone_token).await, inactive);
 }
 both!(introspection);
@@ -1275,7 +1274,7 @@ async fn revocation(s: TestServer) {
 
     // Revocation needs client authentication.
     let r = form(&s, "/oauth/revoke", None, &[("token", &mine_too)]).await;
-    invalid_client(&r, false);
+    invalid_client(&r);
     let wrong = format!("lk_cs_{}", "A".repeat(44));
     let r = form(
         &s,
@@ -1284,7 +1283,7 @@ async fn revocation(s: TestServer) {
         &[("token", &mine_too)],
     )
     .await;
-    invalid_client(&r, true);
+    invalid_client(&r);
     assert_eq!(
         introspect(&s, &id, &secret, &mine_too).await["active"],
         true
@@ -1502,7 +1501,7 @@ async fn private_key_jwt(s: TestServer) {
     assert_eq!(jwt_parts(&token).1["sub"], id.as_str());
     // Replayed: refused.
     let r = with_assertion(&s, Some(&id), &good).await;
-    invalid_client(&r, false);
+    invalid_client(&r);
     // client_id may be left out (the assertion's iss names the client).
     let a = assertion(&key, "k1", assertion_claims(&id, &token_url, t, t + 60));
     let r = with_assertion(&s, None, &a).await;
@@ -1582,7 +1581,7 @@ async fn private_key_jwt(s: TestServer) {
     for (why, a) in &refused {
         let r = with_assertion(&s, Some(&id), a).await;
         assert_eq!(r.status, 401, "{why}: {}", r.text);
-        invalid_client(&r, false);
+        invalid_client(&r);
     }
     // alg none, the header swapped: refused.
     let (_, claims) = jwt_parts(&good);
@@ -1592,7 +1591,7 @@ async fn private_key_jwt(s: TestServer) {
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
     let r = with_assertion(&s, Some(&id), &none).await;
-    invalid_client(&r, false);
+    invalid_client(&r);
     // An assertion naming another client in client_id.
     let (svc_id, _svc_secret) = service_client(&s, &org, "client_secret_basic").await;
     let a = assertion(&key, "k1", assertion_claims(&id, &token_url, t, t + 60));
@@ -1615,7 +1614,7 @@ async fn private_key_jwt(s: TestServer) {
     // A secret client cannot switch to an assertion, nor this one to a secret.
     let a = assertion(&key, "k1", assertion_claims(&svc_id, &token_url, t, t + 60));
     let r = with_assertion(&s, Some(&svc_id), &a).await;
-    invalid_client(&r, false);
+    invalid_client(&r);
     assert!(secret.is_some(), "a confidential client gets a secret too");
     let r = form(
         &s,
@@ -1624,7 +1623,7 @@ async fn private_key_jwt(s: TestServer) {
         &[("grant_type", "client_credentials")],
     )
     .await;
-    invalid_client(&r, true);
+    invalid_client(&r);
 
     // Introspection and revocation take the assertion too, each its own.
     let a = assertion(&key, "k1", assertion_claims(&id, &token_url, t, t + 60));
@@ -1652,7 +1651,7 @@ async fn private_key_jwt(s: TestServer) {
         ],
     )
     .await;
-    invalid_client(&r, false);
+    invalid_client(&r);
 }
 both!(private_key_jwt);
 

@@ -32,8 +32,6 @@ pub struct OAuthError {
     pub status: StatusCode,
     pub error: &'static str,
     pub description: String,
-    /// The client tried HTTP Basic: a 401 challenges it (RFC 6749 §5.2).
-    pub basic: bool,
 }
 
 impl OAuthError {
@@ -48,7 +46,6 @@ impl OAuthError {
             status,
             error,
             description: description.into(),
-            basic: false,
         }
     }
 
@@ -66,11 +63,8 @@ impl OAuthError {
         Self::new("invalid_grant", d)
     }
 
-    fn invalid_client(d: impl Into<String>, basic: bool) -> Self {
-        Self {
-            basic,
-            ..Self::new("invalid_client", d)
-        }
+    fn invalid_client(d: impl Into<String>) -> Self {
+        Self::new("invalid_client", d)
     }
 }
 
@@ -99,11 +93,9 @@ impl IntoResponse for OAuthError {
         );
         headers.insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
         if self.status == StatusCode::UNAUTHORIZED {
-            let challenge = if self.basic {
-                "Basic realm=\"latchkey\""
-            } else {
-                "Bearer realm=\"latchkey\""
-            };
+            // These endpoints authenticate clients with HTTP Basic (or
+            // form fields): the challenge names Basic (RFC 6749 §5.2).
+            let challenge = "Basic realm=\"latchkey\"";
             headers.insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static(challenge),
@@ -171,8 +163,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };
-    let bad =
-        || OAuthError::invalid_client("The Authorization header is not valid HTTP Basic.", true);
+    let bad = || OAuthError::invalid_client("The Authorization header is not valid HTTP Basic.");
     let text = value.to_str().map_err(|_| bad())?;
     let Some((scheme, rest)) = text.split_once(' ') else {
         return Err(bad());
@@ -180,7 +171,6 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(OAuthError::invalid_client(
             "Client authentication takes HTTP Basic here.",
-            false,
         ));
     }
     let decoded = STANDARD.decode(rest.trim()).map_err(|_| bad())?;
@@ -204,7 +194,6 @@ pub async fn authenticate(
     form: &Form,
 ) -> Result<Arc<Client>, OAuthError> {
     let basic = basic_credentials(headers)?;
-    let is_basic = basic.is_some();
     let methods = [
         basic.is_some(),
         form.get("client_secret").is_some(),
@@ -247,12 +236,11 @@ pub async fn authenticate(
             None => {
                 return Err(OAuthError::invalid_client(
                     "Client authentication is required.",
-                    false,
                 ));
             }
         }
     };
-    let unknown = || OAuthError::invalid_client("Client authentication failed.", is_basic);
+    let unknown = || OAuthError::invalid_client("Client authentication failed.");
     if !latchkey_core::ids::is_id(&client_id, "cli_") {
         return Err(unknown());
     }
@@ -260,13 +248,10 @@ pub async fn authenticate(
         return Err(unknown());
     };
     if client.token_endpoint_auth_method != method {
-        return Err(OAuthError::invalid_client(
-            format!(
-                "This client authenticates with {}, not {method}.",
-                client.token_endpoint_auth_method
-            ),
-            is_basic,
-        ));
+        return Err(OAuthError::invalid_client(format!(
+            "This client authenticates with {}, not {method}.",
+            client.token_endpoint_auth_method
+        )));
     }
     match method {
         "client_secret_basic" | "client_secret_post" => {
@@ -295,7 +280,7 @@ pub async fn authenticate(
 /// The `iss` of a client assertion, read before any key is chosen (the
 /// key is then the client's own, by `kid`).
 fn assertion_issuer(assertion: &str) -> Result<String, OAuthError> {
-    let bad = || OAuthError::invalid_client("The client assertion is not a readable JWT.", false);
+    let bad = || OAuthError::invalid_client("The client assertion is not a readable JWT.");
     if assertion.len() > crate::jose::MAX_TOKEN_LEN {
         return Err(bad());
     }
@@ -315,7 +300,7 @@ fn assertion_issuer(assertion: &str) -> Result<String, OAuthError> {
 /// at most an hour, its `jti` used once.
 async fn check_assertion(app: &App, client: &Client, assertion: &str) -> Result<(), OAuthError> {
     let bad = |why: &str| {
-        OAuthError::invalid_client(format!("The client assertion is not valid: {why}."), false)
+        OAuthError::invalid_client(format!("The client assertion is not valid: {why}."))
     };
     let header = jsonwebtoken::decode_header(assertion).map_err(|_| bad("unreadable header"))?;
     let kid = header.kid.as_deref().ok_or_else(|| bad("no kid"))?;
@@ -836,7 +821,6 @@ pub async fn introspect(
         // public client has none (the metadata does not offer `none`).
         return Err(OAuthError::invalid_client(
             "Introspection needs client authentication; a public client has none.",
-            false,
         ));
     }
     let token = form.require("token")?;
