@@ -6,7 +6,7 @@
 //! counting `latchkey_dropped_logs_total`, when the queue is full) and a
 //! background task writes the queue in batches (every second, or every
 //! 1,000 entries). A retention task deletes entries older than
-//! `[logs] retention`, once an hour.
+//! `[logs] retention`, and expired OAuth codes and tokens, once an hour.
 //!
 //! A row never holds a secret: ids, codes, the path without its query
 //! string (a query may carry a credential), an IP address and at most 256
@@ -285,10 +285,18 @@ pub fn spawn_retention(
     })
 }
 
-/// Deletes the entries older than `retention`; answers how many went.
+/// Deletes the entries older than `retention`, and the OAuth records
+/// (codes, refresh and opaque tokens, revoked token ids) that expired over
+/// an hour ago; answers how many log entries went.
 pub async fn prune(store: &dyn Store, clock: &dyn Clock, retention: Duration) -> u64 {
     let keep_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-    let before = clock.now_ms().saturating_sub(keep_ms);
+    let now = clock.now_ms();
+    match store.prune_oauth(now.saturating_sub(3_600_000)).await {
+        Ok(n) if n > 0 => tracing::info!(deleted = n, "pruned expired OAuth codes and tokens"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not prune expired OAuth codes and tokens"),
+    }
+    let before = now.saturating_sub(keep_ms);
     match store.prune_logs(before).await {
         Ok(n) => {
             if n > 0 {
