@@ -67,6 +67,16 @@ enum Command {
         #[arg(long)]
         environment: Option<String>,
     },
+    /// The keys OAuth access tokens are signed with.
+    #[command(subcommand, name = "signing-keys")]
+    SigningKeys(SigningKeysCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum SigningKeysCmd {
+    /// Sign with a new key from now on (`[oauth] signing_alg`); the old one
+    /// stays in the JWKS until the tokens it signed have expired.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -574,9 +584,13 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
             let valid = answer.valid;
             print(json, &answer, || {
                 if answer.valid {
+                    let holder = match (&answer.key_id, &answer.client_id) {
+                        (Some(k), _) => format!("key {k}"),
+                        (None, Some(c)) => format!("access token of client {c}"),
+                        (None, None) => "credential".to_owned(),
+                    };
                     format!(
-                        "VALID: key {} of {} (scopes: {})",
-                        answer.key_id.clone().unwrap_or_default(),
+                        "VALID: {holder} of {} (scopes: {})",
                         answer.org_id.clone().unwrap_or_default(),
                         answer.scopes.clone().unwrap_or_default().join(" ")
                     )
@@ -592,6 +606,14 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
+            });
+        }
+        Command::SigningKeys(SigningKeysCmd::Rotate) => {
+            let kid = crate::oauth::keys::rotate(app).await?;
+            print(json, &serde_json::json!({ "kid": kid }), || {
+                format!(
+                    "Access tokens are now signed with key {kid}; the previous key stays in /.well-known/jwks.json until its tokens have expired."
+                )
             });
         }
         Command::Serve | Command::Migrate | Command::Config(_) => {}

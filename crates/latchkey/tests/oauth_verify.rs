@@ -219,3 +219,63 @@ both!(
     a_revocation_through_one_node_holds_on_another,
     common::ROUTES
 );
+
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
+    let v: Value = serde_json::from_slice(&bytes).unwrap();
+    v["kid"].as_str().unwrap().to_owned()
+}
+
+async fn signing_key_rotation_keeps_old_tokens_valid(s: TestServer) {
+    let org = s.org().await;
+    let (id, secret) = client(&s, &org, &["documents.read"]).await;
+    let old = token(&s, &id, &secret, None).await;
+    let old_kid = kid_of(&old);
+
+    let out = s.cli(&["--json", "signing-keys", "rotate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new_kid = serde_json::from_slice::<Value>(&out.stdout).unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, old_kid);
+
+    // The server learns of the new key through the change feed; then the
+    // JWKS publishes both, new tokens carry the new kid, and the old token
+    // still verifies.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let kids = loop {
+        let r = s.send(s.http.get(s.at("/.well-known/jwks.json"))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let kids: Vec<String> = r.json()["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_owned())
+            .collect();
+        if kids.len() == 2 {
+            break kids;
+        }
+        assert!(std::time::Instant::now() < deadline, "{kids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        kids.contains(&old_kid) && kids.contains(&new_kid),
+        "{kids:?}"
+    );
+    let new = token(&s, &id, &secret, None).await;
+    assert_eq!(kid_of(&new), new_kid);
+    for t in [&old, &new] {
+        let v = s.verify(json!({"credential": t})).await;
+        assert_eq!(v["valid"], true, "{v}");
+    }
+}
+both!(signing_key_rotation_keeps_old_tokens_valid, common::ROUTES);
