@@ -609,6 +609,9 @@ async fn authorization_code(
         (None, Some(_)) => {
             return refuse("A code_verifier was sent for a code without a challenge.").await;
         }
+        // Defence in depth: the authorization endpoint already refuses a
+        // request without a challenge from a client that needs PKCE.
+        (None, None) if client.require_pkce => return refuse("This client must use PKCE.").await,
         (None, None) => {}
     }
     let (access_token, expires_in) =
