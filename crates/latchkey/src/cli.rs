@@ -15,6 +15,7 @@ use crate::config::{self, Loaded};
 use crate::crypto::{MasterKey, Origin};
 use crate::error::ApiError;
 use crate::http::v1::VerifyAnswer;
+use crate::oauth::manage;
 use crate::service;
 use crate::views::{KeyView, ListPage, LogView, NewKeyView, NewRootKeyView, OrgView, RootKeyView};
 
@@ -56,6 +57,12 @@ enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// OAuth clients (third-party and first-party apps).
+    #[command(subcommand)]
+    Clients(ClientsCmd),
+    /// Organization users (who sign in to authorize OAuth apps and to the console).
+    #[command(subcommand)]
+    Users(UsersCmd),
     /// An organization's usage log, newest first: decisions and management actions.
     Logs(LogsArgs),
     /// Verify a credential, as `POST /v1/verify` does. Exit 0 if valid, 1 if not.
@@ -154,6 +161,76 @@ struct CreateKeyArgs {
     expires_in: Option<String>,
     #[arg(long)]
     external_id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCmd {
+    /// Register an OAuth client (its secret is shown once).
+    Create(CreateClientArgs),
+}
+
+#[derive(Debug, Args)]
+struct CreateClientArgs {
+    #[arg(long)]
+    org: String,
+    #[arg(long)]
+    name: String,
+    /// An exact redirect URI (repeatable).
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    redirect_uris: Vec<String>,
+    /// authorization_code, refresh_token or client_credentials (repeatable;
+    /// default: authorization_code and refresh_token with redirect URIs,
+    /// else client_credentials).
+    #[arg(long = "grant-type", value_name = "GRANT")]
+    grant_types: Vec<String>,
+    /// The scopes the client may be granted, space- or comma-separated.
+    #[arg(long, default_value = "")]
+    scopes: String,
+    /// A public client (browser or native app): no secret, PKCE only.
+    #[arg(long)]
+    public: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCmd {
+    /// Add a user to an organization.
+    Create(CreateUserArgs),
+}
+
+#[derive(Debug, Args)]
+struct CreateUserArgs {
+    #[arg(long)]
+    org: String,
+    #[arg(long)]
+    email: String,
+    /// The password (8 to 1,024 characters); prefer --password-stdin,
+    /// which keeps it out of the shell history and the process list.
+    #[arg(
+        long,
+        conflicts_with = "password_stdin",
+        required_unless_present = "password_stdin"
+    )]
+    password: Option<String>,
+    /// Read the password from standard input (one line).
+    #[arg(long)]
+    password_stdin: bool,
+    /// admin or member (default member).
+    #[arg(long)]
+    role: Option<String>,
+}
+
+/// The password of `users create`: the flag's, or stdin's first line.
+fn password_arg(a: &CreateUserArgs) -> Result<String, Failure> {
+    if let Some(p) = &a.password {
+        return Ok(p.clone());
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Failure::Other(format!("cannot read the password from stdin: {e}")))?;
+    let trimmed = line.strip_suffix('\n').unwrap_or(&line);
+    let trimmed = trimmed.strip_suffix('\r').unwrap_or(trimmed);
+    Ok(trimmed.to_owned())
 }
 
 #[derive(Debug, Args)]
@@ -537,6 +614,65 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                 format!(
                     "Rotated {} into {}; the old key works until {until}.\n\n  {secret}\n\nStore it now: it will not be shown again.",
                     old.id, new.id
+                )
+            });
+        }
+        Command::Clients(ClientsCmd::Create(a)) => {
+            let req = manage::CreateClient {
+                name: a.name,
+                redirect_uris: a.redirect_uris,
+                grant_types: (!a.grant_types.is_empty()).then_some(a.grant_types),
+                scopes: split_scopes(&a.scopes),
+                public: a.public,
+                token_endpoint_auth_method: None,
+                jwks: None,
+                jwt_auth: None,
+                require_pkce: None,
+            };
+            let (c, secret) = manage::create_client(app, &cli, &a.org, req).await?;
+            let view = manage::NewClientView {
+                client_id: c.id.clone(),
+                client_secret: secret.clone(),
+                client: manage::ClientView::from(&c),
+            };
+            print(json, &view, || {
+                let kind = if c.public { "public" } else { "confidential" };
+                let mut out = format!(
+                    "Created {kind} client {} ({}) in {}\n  grant types:   {}\n  auth method:   {}",
+                    c.id,
+                    c.name,
+                    c.org_id,
+                    c.grant_types.join(" "),
+                    c.token_endpoint_auth_method
+                );
+                for uri in &c.redirect_uris {
+                    out.push_str(&format!("\n  redirect URI:  {uri}"));
+                }
+                if !c.scopes.is_empty() {
+                    out.push_str(&format!("\n  scopes:        {}", c.scopes.join(" ")));
+                }
+                out.push_str(&format!("\n\n  client_id:     {}", c.id));
+                match &secret {
+                    Some(s) => out.push_str(&format!(
+                        "\n  client_secret: {s}\n\nStore the secret now: it will not be shown again."
+                    )),
+                    None => out.push_str("\n\nA public client has no secret: it uses PKCE."),
+                }
+                out
+            });
+        }
+        Command::Users(UsersCmd::Create(a)) => {
+            let password = password_arg(&a)?;
+            let req = manage::CreateUser {
+                email: a.email,
+                password,
+                role: a.role,
+            };
+            let u = manage::create_user(app, &cli, &a.org, req).await?;
+            print(json, &manage::UserView::from(&u), || {
+                format!(
+                    "Created user {} ({}, {}) in {}",
+                    u.id, u.email, u.role, u.org_id
                 )
             });
         }

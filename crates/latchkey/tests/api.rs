@@ -842,6 +842,13 @@ async fn openapi_covers_every_v1_route() {
         ("/v1/root-keys/{root_key_id}/revoke", vec!["post"]),
         ("/v1/verify", vec!["post"]),
         ("/v1/instance", vec!["get"]),
+        ("/v1/orgs/{org_id}/clients", vec!["get", "post"]),
+        ("/v1/clients/{client_id}", vec!["get", "patch", "delete"]),
+        ("/v1/clients/{client_id}/rotate-secret", vec!["post"]),
+        ("/v1/clients/{client_id}/consents", vec!["get"]),
+        ("/v1/clients/{client_id}/consents/{user_id}", vec!["delete"]),
+        ("/v1/orgs/{org_id}/users", vec!["get", "post"]),
+        ("/v1/users/{user_id}", vec!["get", "delete"]),
         (
             "/v1/forward-auth",
             vec!["get", "post", "put", "patch", "delete", "head", "options"],
@@ -890,6 +897,11 @@ async fn openapi_covers_every_v1_route() {
         "NewKeyView",
         "VerifyAnswer",
         "CreateKey",
+        "CreateClient",
+        "ClientView",
+        "NewClientView",
+        "CreateUser",
+        "UserView",
     ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }

@@ -340,3 +340,330 @@ async fn data_survives_a_restart() {
     s.restart();
     assert_eq!(s.verify(json!({"credential": k})).await["valid"], true);
 }
+
+/// The word of `text` that starts with `prefix`.
+fn word_with(text: &str, prefix: &str) -> Option<String> {
+    text.split_whitespace()
+        .find(|w| w.starts_with(prefix))
+        .map(|w| w.trim_end_matches([',', ')', '(']).to_owned())
+}
+
+async fn cli_clients_and_users(s: TestServer) {
+    let (_, org) = cli_json(&s, &["orgs", "create", "--name", "Acme"]);
+    let org = org["id"].as_str().unwrap().to_owned();
+    let cb = "https://app.example.com/callback";
+
+    // Text: the id and the secret, once, with the warning.
+    let o = s.cli(&[
+        "clients",
+        "create",
+        "--org",
+        &org,
+        "--name",
+        "Web app",
+        "--redirect-uri",
+        cb,
+        "--redirect-uri",
+        "http://127.0.0.1:5000/cb",
+        "--scopes",
+        "documents.read, documents.write",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let secret = word_with(&text, "lk_cs_").expect(&text);
+    s.remember(&secret);
+    assert!(latchkey_core::keyfmt::check(&secret, "lk_cs_").is_ok());
+    let id = word_with(&text, "cli_").expect(&text);
+    assert!(text.contains("will not be shown again"), "{text}");
+    assert!(text.contains("confidential") && text.contains(cb), "{text}");
+    let got = s.get(&format!("/v1/clients/{id}")).await;
+    assert_eq!(got.status, 200, "{}", got.text);
+    let got = got.json();
+    assert_eq!(got["name"], "Web app");
+    assert_eq!(got["org_id"], org.as_str());
+    assert_eq!(
+        got["redirect_uris"],
+        json!([cb, "http://127.0.0.1:5000/cb"])
+    );
+    assert_eq!(
+        got["grant_types"],
+        json!(["authorization_code", "refresh_token"])
+    );
+    assert_eq!(got["scopes"], json!(["documents.read", "documents.write"]));
+    assert_eq!(got["token_endpoint_auth_method"], "client_secret_basic");
+
+    // --json: the HTTP API's NewClientView.
+    let (code, c) = cli_json(
+        &s,
+        &[
+            "clients",
+            "create",
+            "--org",
+            &org,
+            "--name",
+            "worker",
+            "--grant-type",
+            "client_credentials",
+            "--scopes",
+            "documents.read",
+        ],
+    );
+    assert_eq!(code, 0, "{c}");
+    let secret = c["client_secret"].as_str().unwrap().to_owned();
+    s.remember(&secret);
+    assert!(secret.starts_with("lk_cs_"));
+    let cid = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(c["client_id"], cid.as_str());
+    assert_eq!(c["grant_types"], json!(["client_credentials"]));
+    let mut view = c.clone();
+    view.as_object_mut().unwrap().remove("client_id");
+    view.as_object_mut().unwrap().remove("client_secret");
+    assert_eq!(s.get(&format!("/v1/clients/{cid}")).await.json(), view);
+
+    // Public: no secret.
+    let (code, p) = cli_json(
+        &s,
+        &[
+            "clients",
+            "create",
+            "--org",
+            &org,
+            "--name",
+            "SPA",
+            "--public",
+            "--redirect-uri",
+            cb,
+            "--grant-type",
+            "authorization_code",
+            "--grant-type",
+            "refresh_token",
+        ],
+    );
+    assert_eq!(code, 0, "{p}");
+    assert!(p.get("client_secret").is_none(), "{p}");
+    assert_eq!(p["public"], true);
+    assert_eq!(p["token_endpoint_auth_method"], "none");
+    let o = s.cli(&[
+        "clients",
+        "create",
+        "--org",
+        &org,
+        "--name",
+        "Mobile",
+        "--public",
+        "--redirect-uri",
+        "com.example.app:/cb",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("public") && text.contains("no secret") && !text.contains("lk_cs_"),
+        "{text}"
+    );
+
+    // Refusals: exit 1 with the code and the field on a line of its own.
+    let o = s.cli(&[
+        "clients",
+        "create",
+        "--org",
+        &org,
+        "--name",
+        "bad",
+        "--redirect-uri",
+        "http://app.example.com/cb",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.lines().next().unwrap().contains("VALIDATION_FAILED"),
+        "{err}"
+    );
+    assert!(
+        err.lines()
+            .any(|l| l.trim_start().starts_with("redirect_uris[0]: ") && l.contains("https")),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+    let (code, p) = cli_json(
+        &s,
+        &[
+            "clients",
+            "create",
+            "--org",
+            &org,
+            "--name",
+            "bad",
+            "--public",
+            "--grant-type",
+            "client_credentials",
+        ],
+    );
+    assert_eq!((code, p["code"].as_str()), (1, Some("VALIDATION_FAILED")));
+    assert_eq!(p["errors"][0]["field"], "grant_types");
+    let o = s.cli(&[
+        "clients",
+        "create",
+        "--org",
+        "org_0000000000000000000000",
+        "--name",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("NOT_FOUND"), "{}", stderr(&o));
+    let o = s.cli(&["clients", "create", "--org", &org]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a missing --name is a usage error"
+    );
+    let list = s.get(&format!("/v1/orgs/{org}/clients")).await.json();
+    assert_eq!(list["data"].as_array().unwrap().len(), 4, "{list}");
+
+    // Users: --password, then --password-stdin.
+    let pw = "a long cli password";
+    let (code, u) = cli_json(
+        &s,
+        &[
+            "users",
+            "create",
+            "--org",
+            &org,
+            "--email",
+            "Ada@Example.COM",
+            "--password",
+            pw,
+            "--role",
+            "admin",
+        ],
+    );
+    s.remember(pw);
+    assert_eq!(code, 0, "{u}");
+    assert!(u["id"].as_str().unwrap().starts_with("usr_"));
+    assert_eq!(u["email"], "ada@example.com");
+    assert_eq!(u["role"], "admin");
+    assert_eq!(u["org_id"], org.as_str());
+    assert!(!u.to_string().contains("password") && !u.to_string().contains("argon2"));
+    assert_eq!(
+        s.get(&format!("/v1/users/{}", u["id"].as_str().unwrap()))
+            .await
+            .json(),
+        u
+    );
+    let stdin_pw = "  read from standard input ";
+    let o = s.cli_with_stdin(
+        &[
+            "users",
+            "create",
+            "--org",
+            &org,
+            "--email",
+            "bob@example.com",
+            "--password-stdin",
+        ],
+        &format!("{stdin_pw}\n"),
+    );
+    s.remember(stdin_pw);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.contains("bob@example.com") && text.contains("member"),
+        "{text}"
+    );
+    let bob = word_with(&text, "usr_").expect(&text);
+    // The password is the line as typed, without its newline.
+    let store = latchkey_store::connect(&s.database_url).await.unwrap();
+    let hash = store.get_user(&bob).await.unwrap().password_hash;
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(latchkey::oauth::password::verify(stdin_pw.to_owned(), Some(hash.clone())).await);
+    assert!(!latchkey::oauth::password::verify(format!("{stdin_pw}\n"), Some(hash)).await);
+    drop(store);
+
+    let o = s.cli_with_stdin(
+        &[
+            "users",
+            "create",
+            "--org",
+            &org,
+            "--email",
+            "BOB@example.com",
+            "--password-stdin",
+        ],
+        "another long password\r\n",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("CONFLICT"), "{}", stderr(&o));
+    let o = s.cli_with_stdin(
+        &[
+            "users",
+            "create",
+            "--org",
+            &org,
+            "--email",
+            "carol@example.com",
+            "--password-stdin",
+            "--role",
+            "owner",
+        ],
+        "short\n",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("VALIDATION_FAILED"), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l.trim_start().starts_with("password: ")),
+        "{err}"
+    );
+    assert!(
+        err.lines().any(|l| l.trim_start().starts_with("role: ")),
+        "{err}"
+    );
+    for args in [
+        &["users", "create", "--org", &org, "--email", "d@example.com"][..],
+        &[
+            "users",
+            "create",
+            "--org",
+            &org,
+            "--email",
+            "d@example.com",
+            "--password",
+            "twelve chars",
+            "--password-stdin",
+        ],
+    ] {
+        let o = s.cli(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+    }
+    let users = s.get(&format!("/v1/orgs/{org}/users")).await.json();
+    let emails: Vec<&str> = users["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["bob@example.com", "ada@example.com"]);
+
+    // The command line's actions are in the log, by `cli`.
+    let started = std::time::Instant::now();
+    loop {
+        let log = s
+            .get(&format!("/v1/orgs/{org}/logs?limit=200"))
+            .await
+            .json();
+        let by_cli = |action: &str| {
+            log["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["action"] == action && e["actor"] == "cli")
+                .count()
+        };
+        if by_cli("client.created") == 4 && by_cli("user.created") == 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{log:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+both!(cli_clients_and_users);

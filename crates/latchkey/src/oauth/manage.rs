@@ -131,6 +131,7 @@ pub struct NewClientView {
     /// The OAuth `client_id` (the same as `id`).
     pub client_id: String,
     /// Shown this once; absent for public clients.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
     #[serde(flatten)]
     pub client: ClientView,
@@ -444,18 +445,22 @@ pub async fn create_client(
             "client_secret_basic".into()
         }
     });
-    let settings = Settings {
+    let mut settings = Settings {
         public: req.public,
         redirect_uris: req.redirect_uris,
-        grant_types: dedup(grant_types),
-        scopes: dedup(req.scopes),
+        grant_types,
+        scopes: req.scopes,
         method,
         jwks: req.jwks,
         jwt_alg: req.jwt_auth.map(|j| j.alg),
         require_pkce: req.require_pkce.unwrap_or(true),
     };
+    // Checked as sent, so that `errors[].field` indexes the request's
+    // lists; repeats go after.
     check_settings(app, &settings, &mut errors);
     done(errors)?;
+    settings.grant_types = dedup(settings.grant_types);
+    settings.scopes = dedup(settings.scopes);
     let id = new_id("cli_");
     let now = app.now_ms();
     let (secret, digest, sealed) = if settings.public {
@@ -521,7 +526,7 @@ pub async fn patch_client(
     if let Some(n) = &req.name {
         check_name("name", n, &mut errors);
     }
-    let settings = Settings {
+    let mut settings = Settings {
         public: old.public,
         redirect_uris: req
             .redirect_uris
@@ -530,13 +535,8 @@ pub async fn patch_client(
         grant_types: req
             .grant_types
             .clone()
-            .map(dedup)
             .unwrap_or_else(|| old.grant_types.clone()),
-        scopes: req
-            .scopes
-            .clone()
-            .map(dedup)
-            .unwrap_or_else(|| old.scopes.clone()),
+        scopes: req.scopes.clone().unwrap_or_else(|| old.scopes.clone()),
         method: req
             .token_endpoint_auth_method
             .clone()
@@ -553,6 +553,8 @@ pub async fn patch_client(
     };
     check_settings(app, &settings, &mut errors);
     done(errors)?;
+    settings.grant_types = dedup(settings.grant_types);
+    settings.scopes = dedup(settings.scopes);
     let patch = ClientPatch {
         name: req.name.map(|n| n.trim().to_owned()),
         redirect_uris: req.redirect_uris.map(|_| settings.redirect_uris),

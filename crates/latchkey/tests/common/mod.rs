@@ -248,6 +248,26 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Runs a CLI command with `input` on its standard input.
+    pub fn cli_with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// Starts `latchkey serve`, logging at debug level into the log file,
     /// and waits for its "listening on" line.
     fn spawn_serve(&self) -> (Child, String) {
