@@ -46,7 +46,7 @@ pub struct CreateClient {
     #[serde(default)]
     pub redirect_uris: Vec<String>,
     /// Default: `authorization_code` and `refresh_token` when there are
-    /// redirect URIs, else `client_credentials`.
+    /// redirect URIs or the client is public, else `client_credentials`.
     pub grant_types: Option<Vec<String>>,
     /// The scopes the client may be granted.
     #[serde(default)]
@@ -180,7 +180,9 @@ pub fn check_redirect_uri(uri: &str) -> Result<(), &'static str> {
             if host.is_empty() {
                 return Err("must name a host");
             }
-            if scheme == "http" && !matches!(host, "127.0.0.1" | "[::1]" | "localhost") {
+            let loopback =
+                host == "127.0.0.1" || host == "[::1]" || host.eq_ignore_ascii_case("localhost");
+            if scheme == "http" && !loopback {
                 return Err("must use https (http only for 127.0.0.1, [::1] or localhost)");
             }
             Ok(())
@@ -432,7 +434,8 @@ pub async fn create_client(
     let mut errors = Vec::new();
     check_name("name", &req.name, &mut errors);
     let grant_types = req.grant_types.unwrap_or_else(|| {
-        if req.redirect_uris.is_empty() {
+        // A public client has no credentials: only the code flow fits it.
+        if req.redirect_uris.is_empty() && !req.public {
             vec!["client_credentials".into()]
         } else {
             vec!["authorization_code".into(), "refresh_token".into()]
@@ -830,6 +833,7 @@ mod tests {
             "http://127.0.0.1:5000/cb",
             "http://[::1]/cb",
             "http://localhost:3000/cb",
+            "http://LOCALHOST:3000/cb",
             "com.example.app:/oauth2redirect",
         ] {
             assert_eq!(check_redirect_uri(ok), Ok(()), "{ok}");
