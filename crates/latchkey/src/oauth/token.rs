@@ -762,7 +762,12 @@ pub async fn check_access_token(
         Err(crate::jose::TokenError::Expired { exp }) => {
             return Ok(Err(TokenRefusal::Expired(exp * 1000)));
         }
-        Err(e) => return Ok(Err(TokenRefusal::Invalid(e.describe()))),
+        Err(e) => {
+            return Ok(Err(TokenRefusal::Invalid(format!(
+                "This access token is not valid: {}.",
+                e.describe()
+            ))));
+        }
     };
     if app.jti_revoked(&claims.jti).await? {
         return Ok(Err(TokenRefusal::Revoked("This access token was revoked.")));
