@@ -22,6 +22,12 @@ use crate::error::{ApiError, FieldError};
 pub const PROBLEM_JSON: &str = "application/problem+json";
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Marks a response whose body is final in a format of its own (the
+/// OAuth login and consent pages): [`finish`] passes it on as it is,
+/// whatever its status, rather than as problem+json.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnBody;
+
 /// The request id of the request being handled.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
@@ -203,6 +209,7 @@ pub async fn finish(State(app): State<Arc<App>>, mut req: Request, next: Next) -
             .extensions()
             .get::<super::proxy::FromUpstream>()
             .is_none()
+        && res.extensions().get::<OwnBody>().is_none()
     {
         let (e, keep) = from_framework(res).await;
         code = Some(e.code);
