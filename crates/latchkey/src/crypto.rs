@@ -113,6 +113,19 @@ impl MasterKey {
         Ok(out)
     }
 
+    /// A 32-byte key for one purpose, derived from the master key:
+    /// HMAC-SHA256(master key, `label`). Different labels give unrelated
+    /// keys; none of them reveals the master key or another label's key.
+    pub fn derive(&self, label: &str) -> [u8; 32] {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.0.expose_secret());
+        let tag = aws_lc_rs::hmac::sign(&key, label.as_bytes());
+        let mut out = [0u8; 32];
+        for (o, t) in out.iter_mut().zip(tag.as_ref()) {
+            *o = *t;
+        }
+        out
+    }
+
     pub fn decrypt(&self, sealed: &[u8], context: &[u8]) -> Result<Vec<u8>, String> {
         let key = self.aead()?;
         if sealed.len() < 12 + 16 {
@@ -152,6 +165,21 @@ mod tests {
         assert_eq!(k2.decrypt(&sealed, b"ctx").unwrap(), b"secret");
         assert!(k2.decrypt(&sealed, b"other").is_err());
         assert_ne!(&sealed[12..18], b"secret");
+    }
+
+    #[test]
+    fn derived_keys_are_hmac_of_the_label() {
+        let k = MasterKey::from_base64(&STANDARD.encode([7u8; 32])).unwrap();
+        let a = k.derive("a");
+        assert_eq!(a, k.derive("a"));
+        assert_ne!(a, k.derive("b"));
+        let other = MasterKey::from_base64(&STANDARD.encode([8u8; 32])).unwrap();
+        assert_ne!(a, other.derive("a"));
+        let expect = aws_lc_rs::hmac::sign(
+            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &[7u8; 32]),
+            b"a",
+        );
+        assert_eq!(&a[..], expect.as_ref());
     }
 
     #[test]

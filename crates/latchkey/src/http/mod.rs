@@ -1,5 +1,6 @@
 //! The HTTP server: one router, one error type, one middleware stack.
 
+pub mod authorize;
 pub mod clients;
 pub mod extract;
 pub mod forward_auth;
@@ -134,6 +135,8 @@ pub fn router(app: Arc<App>) -> Router {
     let doc = Arc::new(doc);
     api.merge(ops::router(doc))
         .merge(oauth::router())
+        // The OAuth pages (HTML, not in the OpenAPI document).
+        .merge(authorize::router())
         // Everything else goes to the built-in proxy (a 404 without one).
         .fallback(proxy::handle)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
