@@ -637,10 +637,21 @@ async fn refresh(app: &App, client: &Client, form: &Form) -> Result<TokenAnswer,
         return Err(unknown());
     }
     let now = app.now_ms();
-    let spent = app
-        .store
-        .spend_refresh_token(&keyfmt::digest(presented), now)
-        .await?;
+    let digest = keyfmt::digest(presented);
+    if let Some(asked) = form.get("scope") {
+        // A refused scope must not cost the client its refresh token (nor,
+        // on its retry, the whole grant as a "reuse"): checked before the
+        // token is spent, when it is this client's and still fresh. The
+        // check after spending stays, for a grant changed meanwhile.
+        if let Some(t) = app.store.refresh_token_by_digest(&digest).await?
+            && t.client_id == client.id
+            && t.spent_at.is_none()
+            && let Ok(grant) = app.store.get_grant(&t.grant_id).await
+        {
+            scopes_within(app, Some(asked), &grant.scopes)?;
+        }
+    }
+    let spent = app.store.spend_refresh_token(&digest, now).await?;
     let token = match spent {
         SpendRefresh::Fresh(t) => t,
         SpendRefresh::Reused(t) => {
