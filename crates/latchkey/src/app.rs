@@ -499,6 +499,14 @@ impl App {
         self.caches.forget(Change::Grant(id.to_owned()));
     }
 
+    /// Forgets every cached grant here at once, for a change that revoked
+    /// grants whose ids it does not know (a withdrawn consent, a deleted
+    /// user); the feed tells other nodes grant by grant.
+    pub fn forget_grants(&self) {
+        self.caches.generation.fetch_add(1, Ordering::AcqRel);
+        self.caches.grants.invalidate_all();
+    }
+
     /// Forgets an opaque access token here at once (the feed tells other
     /// nodes).
     pub fn forget_access_token(&self, digest: [u8; 32]) {

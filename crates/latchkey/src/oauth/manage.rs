@@ -656,6 +656,8 @@ pub async fn revoke_consent(
     app.store
         .revoke_user_grants(user_id, client_id, app.now_ms())
         .await?;
+    // At once on this node, not when the change feed comes round.
+    app.forget_grants();
     actor.did(
         app,
         Some(&client.org_id),
@@ -817,6 +819,8 @@ pub async fn delete_user(app: &App, actor: &Actor, id: &str) -> Result<(), ApiEr
         .delete_user(id)
         .await
         .map_err(|e| ApiError::from_store(e, "user"))?;
+    // Their grants end with them, at once on this node.
+    app.forget_grants();
     actor.did(app, Some(&user.org_id), "user.deleted", id);
     Ok(())
 }
