@@ -4,6 +4,13 @@
 //! once their client is deleted, or when forged; a revocation through one
 //! node holds on another at once. Both backends, the real binary.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use common::{Resp, TestServer};
