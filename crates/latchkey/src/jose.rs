@@ -34,7 +34,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::KeySize;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -259,10 +259,27 @@ pub struct AccessClaims {
 }
 
 /// Signs access tokens with one private key.
+///
+/// The key is parsed once, here, and kept as aws-lc-rs's key pair:
+/// jsonwebtoken's `encode` parses the PKCS#8 key again for every token
+/// (for Ed25519 that derives the public key: as much work as the
+/// signature itself), and the header, the same for every token, is
+/// encoded once. The compact serialization is RFC 7515 §7.1's three
+/// base64url parts; every token is checked by jsonwebtoken's verifier in
+/// this module's tests and by independent JOSE libraries in the
+/// end-to-end tests.
 pub struct Signer {
     kid: String,
     alg: SigningAlg,
-    key: EncodingKey,
+    pair: KeyPair,
+    /// base64url of the header JSON, then `.`.
+    header_b64: String,
+}
+
+enum KeyPair {
+    Ed(Ed25519KeyPair),
+    Ec(EcdsaKeyPair),
+    Rsa(aws_lc_rs::rsa::KeyPair),
 }
 
 impl fmt::Debug for Signer {
@@ -277,10 +294,30 @@ impl fmt::Debug for Signer {
 impl Signer {
     /// `der` is the PKCS#8 v1 private key, as [`generate`] makes it.
     pub fn from_pkcs8(kid: String, alg: SigningAlg, der: &[u8]) -> Result<Signer, JoseError> {
+        // Checks the key the way jsonwebtoken reads it (format, size, and
+        // that its public half can be published).
+        encoding_key(alg, der)?;
+        let bad = |_| JoseError::BadPrivateKey(alg);
+        let pair = match alg {
+            SigningAlg::EdDSA => KeyPair::Ed(Ed25519KeyPair::from_pkcs8(der).map_err(bad)?),
+            SigningAlg::ES256 => KeyPair::Ec(
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(bad)?,
+            ),
+            SigningAlg::RS256 => {
+                KeyPair::Rsa(aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(bad)?)
+            }
+        };
+        let mut header = Header::new(alg.algorithm());
+        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(kid.clone());
+        let json = serde_json::to_vec(&header).map_err(|e| JoseError::Sign(e.into()))?;
+        let mut header_b64 = URL_SAFE_NO_PAD.encode(json);
+        header_b64.push('.');
         Ok(Signer {
             kid,
             alg,
-            key: encoding_key(alg, der)?,
+            pair,
+            header_b64,
         })
     }
 
@@ -294,10 +331,33 @@ impl Signer {
 
     /// A compact JWS with header `{"typ": "at+jwt", "alg", "kid"}`.
     pub fn sign_access_token(&self, claims: &AccessClaims) -> Result<String, JoseError> {
-        let mut header = Header::new(self.alg.algorithm());
-        header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key).map_err(JoseError::Sign)
+        let json = serde_json::to_vec(claims).map_err(|e| JoseError::Sign(e.into()))?;
+        let mut token = String::with_capacity(self.header_b64.len() + json.len() * 2 + 400);
+        token.push_str(&self.header_b64);
+        URL_SAFE_NO_PAD.encode_string(json, &mut token);
+        let failed = |_| JoseError::Sign(ErrorKind::InvalidKeyFormat.into());
+        let signature: Vec<u8> = match &self.pair {
+            KeyPair::Ed(k) => k.sign(token.as_bytes()).as_ref().to_vec(),
+            KeyPair::Ec(k) => k
+                .sign(&SystemRandom::new(), token.as_bytes())
+                .map_err(failed)?
+                .as_ref()
+                .to_vec(),
+            KeyPair::Rsa(k) => {
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &SystemRandom::new(),
+                    token.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(failed)?;
+                sig
+            }
+        };
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        Ok(token)
     }
 }
 
@@ -581,7 +641,20 @@ mod tests {
 
     /// Signs anything with `km`'s private key.
     fn raw(km: &KeyMaterial, header: &Header, claims: &impl Serialize) -> String {
-        jsonwebtoken::encode(header, claims, &km.signer().unwrap().key).unwrap()
+        let key = encoding_key(km.alg, km.private_pkcs8.expose_secret()).unwrap();
+        jsonwebtoken::encode(header, claims, &key).unwrap()
+    }
+
+    #[test]
+    fn tokens_are_byte_for_byte_what_jsonwebtoken_makes() {
+        // Ed25519 and RSA PKCS#1 v1.5 signatures are deterministic: the
+        // signer's compact JWS must equal jsonwebtoken's own `encode`.
+        for alg in [SigningAlg::EdDSA, SigningAlg::RS256] {
+            let km = generate(alg).unwrap();
+            let c = claims();
+            let ours = km.signer().unwrap().sign_access_token(&c).unwrap();
+            assert_eq!(ours, raw(&km, &header(&km), &c), "{alg}");
+        }
     }
 
     fn b64(v: &Value) -> String {
