@@ -99,9 +99,16 @@ PEER_PID=$STARTED_PID
 PEER_URL=$STARTED_URL
 BENCH_PIDS=()
 
-bench_header "BENCH_SECONDS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_C1_SECONDS=$C1_SECS BENCH_C1_ROUNDS=$C1_ROUNDS BENCH_WARMUP=$WARMUP BENCH_CONNECTIONS=$CONNS BENCH_BACKENDS=\"$BACKENDS\" bench/oauth.sh" >"$WORK/header.md"
-echo "- peer: node-oidc-provider $PEER_VERSION on Node $NODE_VERSION (NODE_ENV=production, one process; opaque access tokens, in-memory store), shared/peers/oidc-provider" >>"$WORK/header.md"
-echo >>"$WORK/header.md"
+peer_note=""
+if grep -q 'Unsupported runtime' "$WORK/peer.out"; then
+    peer_note="; oidc-provider warns that this Node is an unsupported runtime"
+fi
+{
+    # bench_header ends with a blank line: the peer's line goes before it.
+    bench_header "BENCH_SECONDS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_C1_SECONDS=$C1_SECS BENCH_C1_ROUNDS=$C1_ROUNDS BENCH_WARMUP=$WARMUP BENCH_CONNECTIONS=$CONNS BENCH_BACKENDS=\"$BACKENDS\" bench/oauth.sh" | sed '$d'
+    echo "- peer: node-oidc-provider $PEER_VERSION on Node $NODE_VERSION (NODE_ENV=production, one process; opaque access tokens, in-memory store)$peer_note"
+    echo
+} >"$WORK/header.md"
 cat "$WORK/header.md" >&2
 echo "== peer: pid $PEER_PID at $PEER_URL" >&2
 
