@@ -54,7 +54,8 @@ impl Target {
     }
 
     /// A request to `path` with `auth` as its `Authorization` (none if
-    /// `None`) and `headers` added; with a body it is a JSON POST.
+    /// `None`) and `headers` added; a body is JSON unless `headers` name
+    /// its content type.
     pub fn build(
         &self,
         method: Method,
@@ -73,7 +74,9 @@ impl Target {
         for (name, value) in headers {
             b = b.header(name.clone(), value.clone());
         }
+        let typed = headers.iter().any(|(name, _)| name == CONTENT_TYPE);
         let req = match body {
+            Some(body) if typed => b.body(Full::new(body)),
             Some(body) => b
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(Full::new(body)),

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use hyper::header::{HeaderName, HeaderValue};
+use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use hyper::{HeaderMap, Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +34,11 @@ pub enum Check {
     /// A request answered by `latchkey-bench upstream` (directly or through
     /// latchkey's proxy): 200 and exactly [`crate::upstream::BODY`].
     Upstream,
+    /// An OAuth token request (`grant_type=client_credentials`): 200 and a
+    /// body with `"access_token"`.
+    Token,
+    /// An OAuth introspection of a live token: 200 and `"active":true`.
+    Introspect,
 }
 
 impl Check {
@@ -43,13 +50,15 @@ impl Check {
             "malformed" => Check::Malformed,
             "forward-auth" => Check::ForwardAuth,
             "upstream" => Check::Upstream,
+            "token" => Check::Token,
+            "introspect" => Check::Introspect,
             _ => bail!(
-                "unknown check `{s}`: healthz, valid, revoked, malformed, forward-auth or upstream"
+                "unknown check `{s}`: healthz, valid, revoked, malformed, forward-auth, upstream, token or introspect"
             ),
         })
     }
 
-    fn is_right(self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> bool {
+    pub fn is_right(self, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> bool {
         if status != StatusCode::OK {
             return false;
         }
@@ -65,6 +74,8 @@ impl Check {
                         .is_some_and(|v| !v.is_empty())
             }
             Check::Upstream => body == crate::upstream::BODY,
+            Check::Token => contains(body, br#""access_token""#),
+            Check::Introspect => contains(body, br#""active":true"#),
         }
     }
 }
@@ -91,6 +102,12 @@ pub struct Workload {
     path: Arc<str>,
     /// Sent on every request.
     headers: Arc<Vec<(HeaderName, HeaderValue)>>,
+    /// `Authorization` of every request that draws no bearer key, instead
+    /// of the target's root key.
+    auth: Option<HeaderValue>,
+    /// The body of every request that draws none (its content type is
+    /// among `headers`).
+    body: Option<Bytes>,
     picks: Arc<Vec<Pick>>,
 }
 
@@ -123,6 +140,8 @@ impl Workload {
             method: Method::GET,
             path: "/healthz".into(),
             headers: Arc::new(Vec::new()),
+            auth: None,
+            body: None,
             picks: Arc::new(Vec::new()),
         }
     }
@@ -141,6 +160,8 @@ impl Workload {
             method: Method::POST,
             path: "/v1/verify".into(),
             headers: Arc::new(Vec::new()),
+            auth: None,
+            body: None,
             picks: Arc::new(bodies),
         })
     }
@@ -163,6 +184,8 @@ impl Workload {
                     HeaderValue::from_static(DOCUMENTS_PATH),
                 ),
             ]),
+            auth: None,
+            body: None,
             picks: Arc::new(bearers(first(keys, limit)?)?),
         })
     }
@@ -176,11 +199,55 @@ impl Workload {
             method: Method::GET,
             path: DOCUMENTS_PATH.into(),
             headers: Arc::new(Vec::new()),
+            auth: None,
+            body: None,
             picks: Arc::new(bearers(first(keys, limit)?)?),
         })
     }
 
-    fn request(
+    /// `POST path` with a fixed `application/x-www-form-urlencoded` body
+    /// (`form`: name, value pairs, encoded here) and a fixed
+    /// `Authorization` (e.g. [`basic_auth`]), as OAuth clients send to a
+    /// token or introspection endpoint.
+    pub fn form_post(
+        check: Check,
+        path: &str,
+        auth: HeaderValue,
+        form: &[(&str, &str)],
+    ) -> Workload {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        Workload {
+            check,
+            method: Method::POST,
+            path: path.into(),
+            headers: Arc::new(vec![(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            )]),
+            auth: Some(auth),
+            body: Some(Bytes::from(body)),
+            picks: Arc::new(Vec::new()),
+        }
+    }
+
+    /// `grant_type=client_credentials&scope=SCOPE` to a token endpoint.
+    pub fn client_credentials(path: &str, auth: HeaderValue, scope: &str) -> Workload {
+        Workload::form_post(
+            Check::Token,
+            path,
+            auth,
+            &[("grant_type", "client_credentials"), ("scope", scope)],
+        )
+    }
+
+    /// `token=TOKEN` to an introspection endpoint.
+    pub fn introspection(path: &str, auth: HeaderValue, token: &str) -> Workload {
+        Workload::form_post(Check::Introspect, path, auth, &[("token", token)])
+    }
+
+    pub fn request(
         &self,
         target: &Target,
         rng: &mut Rng,
@@ -190,13 +257,23 @@ impl Workload {
         } else {
             self.picks.get(rng.below(self.picks.len()))
         };
+        let auth = self.auth.as_ref().or(target.root_auth());
         let (auth, body) = match pick {
-            None => (target.root_auth(), None),
-            Some(Pick::Body(b)) => (target.root_auth(), Some(b.clone())),
-            Some(Pick::Bearer(h)) => (Some(h), None),
+            None => (auth, self.body.clone()),
+            Some(Pick::Body(b)) => (auth, Some(b.clone())),
+            Some(Pick::Bearer(h)) => (Some(h), self.body.clone()),
         };
         target.build(self.method.clone(), &self.path, auth, &self.headers, body)
     }
+}
+
+/// `Authorization: Basic` for an OAuth client (RFC 6749 §2.3.1: id and
+/// secret each form-urlencoded, then joined by `:` and base64-encoded).
+pub fn basic_auth(client_id: &str, secret: &str) -> Result<HeaderValue> {
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let raw = format!("{}:{}", enc(client_id), enc(secret));
+    HeaderValue::from_str(&format!("Basic {}", STANDARD.encode(raw)))
+        .context("client credentials are not a header value")
 }
 
 /// xorshift64*: fast, good enough to pick keys uniformly.
@@ -388,6 +465,63 @@ mod tests {
         assert!(Check::ForwardAuth.is_right(StatusCode::OK, &h, b""));
         assert!(!Check::ForwardAuth.is_right(StatusCode::UNAUTHORIZED, &h, b""));
         assert!(!Check::ForwardAuth.is_right(StatusCode::OK, &h, b"{\"type\":\"x\"}"));
+    }
+
+    #[test]
+    fn token_needs_200_and_an_access_token() {
+        let h = HeaderMap::new();
+        let ok = br#"{"access_token":"eyJ.x.y","token_type":"Bearer","expires_in":3600,"scope":"api:read"}"#;
+        assert!(Check::Token.is_right(StatusCode::OK, &h, ok));
+        assert!(!Check::Token.is_right(StatusCode::BAD_REQUEST, &h, ok));
+        assert!(!Check::Token.is_right(StatusCode::OK, &h, br#"{"error":"invalid_client"}"#));
+        assert!(!Check::Token.is_right(StatusCode::OK, &h, b""));
+    }
+
+    #[test]
+    fn introspect_needs_200_and_active_true() {
+        let h = HeaderMap::new();
+        assert!(Check::Introspect.is_right(
+            StatusCode::OK,
+            &h,
+            br#"{"active":true,"client_id":"c","scope":"api:read"}"#
+        ));
+        // An unknown, expired or evicted token is 200 with active false.
+        assert!(!Check::Introspect.is_right(StatusCode::OK, &h, br#"{"active":false}"#));
+        assert!(!Check::Introspect.is_right(StatusCode::UNAUTHORIZED, &h, br#"{"active":true}"#));
+    }
+
+    #[tokio::test]
+    async fn form_post_sends_the_form_and_the_basic_credentials() {
+        use http_body_util::BodyExt as _;
+        let auth = basic_auth("bench-client", "s3cret").unwrap();
+        assert_eq!(auth.to_str().unwrap(), "Basic YmVuY2gtY2xpZW50OnMzY3JldA==");
+        let load = Workload::form_post(
+            Check::Token,
+            "/oauth/token",
+            auth.clone(),
+            &[("grant_type", "client_credentials"), ("scope", "api:read")],
+        );
+        let target = Target::new("http://127.0.0.1:9", Some("root")).unwrap();
+        let req = load.request(&target, &mut Rng::new(1)).unwrap();
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), "/oauth/token");
+        assert_eq!(req.headers().get("authorization"), Some(&auth));
+        assert_eq!(
+            req.headers()
+                .get_all(CONTENT_TYPE)
+                .iter()
+                .collect::<Vec<_>>(),
+            vec!["application/x-www-form-urlencoded"]
+        );
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "grant_type=client_credentials&scope=api%3Aread");
+    }
+
+    #[test]
+    fn basic_auth_form_encodes_id_and_secret() {
+        // "a:b" -> "a%3Ab", "c d" -> "c+d": base64("a%3Ab:c+d").
+        let h = basic_auth("a:b", "c d").unwrap();
+        assert_eq!(h.to_str().unwrap(), "Basic YSUzQWI6Yytk");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //!   every answer checked, req/s and p50/p99 latency.
 //! - `seed`: an organization and N keys through the HTTP API.
 //! - `suite`: warm-up and the interleaved rounds against a running server
-//!   (`--plan verify` or `--plan protect`), appended to a JSON-lines file.
+//!   (`--plan verify`, `protect` or `oauth`), appended to a JSON-lines file.
 //! - `upstream`: the API behind latchkey's proxy: 200 `{"ok":true}` to
 //!   everything.
 //! - `propagation`: how long a revocation through one node takes to reach
@@ -52,6 +52,58 @@ struct Server {
     /// A root key with `verify` and `keys.*` scopes.
     #[arg(long, env = "LATCHKEY_ROOT_KEY", hide_env_values = true)]
     root: String,
+}
+
+/// The `oauth` plan's peer and clients. Secrets come from the
+/// environment (never printed).
+#[derive(Debug, Args)]
+struct OAuthFlags {
+    /// The peer OAuth server (node-oidc-provider: `POST /token`, `POST
+    /// /token/introspection`), `http://host:port`.
+    #[arg(long)]
+    peer: Option<String>,
+    /// The peer's PID, to report its CPU in its runs.
+    #[arg(long)]
+    peer_pid: Option<u32>,
+    /// A latchkey OAuth client (client_secret_basic) allowed --scope.
+    #[arg(long, env = "LATCHKEY_BENCH_CLIENT_ID")]
+    client_id: Option<String>,
+    /// Its secret (best from the environment: never shown).
+    #[arg(long, env = "LATCHKEY_BENCH_CLIENT_SECRET", hide_env_values = true)]
+    client_secret: Option<String>,
+    /// The peer's client (client_secret_basic) allowed --scope.
+    #[arg(long, env = "LATCHKEY_BENCH_PEER_CLIENT_ID")]
+    peer_client_id: Option<String>,
+    /// Its secret (best from the environment: never shown).
+    #[arg(
+        long,
+        env = "LATCHKEY_BENCH_PEER_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    peer_client_secret: Option<String>,
+    /// The scope every token is asked for.
+    #[arg(long, default_value = "api:read")]
+    scope: String,
+}
+
+impl OAuthFlags {
+    /// The oauth plan's arguments, if `--peer` is given.
+    fn args(self) -> Result<Option<suite::OAuthArgs>> {
+        let Some(peer) = self.peer else {
+            return Ok(None);
+        };
+        let id = self.client_id.context("--client-id")?;
+        let secret = self.client_secret.context("--client-secret")?;
+        let peer_id = self.peer_client_id.context("--peer-client-id")?;
+        let peer_secret = self.peer_client_secret.context("--peer-client-secret")?;
+        Ok(Some(suite::OAuthArgs {
+            peer: Target::new(&peer, None)?,
+            peer_pid: self.peer_pid,
+            client: load::basic_auth(&id, &secret)?,
+            peer_client: load::basic_auth(&peer_id, &peer_secret)?,
+            scope: self.scope,
+        }))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,16 +159,20 @@ enum Command {
         #[command(flatten)]
         server: Server,
         /// verify (healthz, verify hot, healthz, verify all, revoked,
-        /// malformed) or protect (healthz, forward-auth, healthz, direct,
-        /// proxy, direct; needs --upstream).
+        /// malformed), protect (healthz, forward-auth, healthz, direct,
+        /// proxy, direct; needs --upstream) or oauth (healthz, token,
+        /// peer-token, healthz, introspect, peer-introspect; needs --peer
+        /// and both servers' client credentials).
         #[arg(long, default_value = "verify")]
         plan: String,
         /// The upstream behind the server's `[proxy]`, `http://host:port`.
         #[arg(long)]
         upstream: Option<String>,
-        /// The directory `seed` wrote to.
+        #[command(flatten)]
+        oauth: Box<OAuthFlags>,
+        /// The directory `seed` wrote to (verify and protect plans).
         #[arg(long)]
-        dir: PathBuf,
+        dir: Option<PathBuf>,
         #[arg(long)]
         backend: String,
         #[arg(long)]
@@ -214,6 +270,9 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
             let check = Check::parse(&check)?;
             let load = match check {
                 Check::Healthz => Workload::healthz(),
+                Check::Token | Check::Introspect => {
+                    anyhow::bail!("token and introspect runs: `suite --plan oauth`")
+                }
                 c => {
                     let path = keys.context("--keys is needed for every check but healthz")?;
                     let keys = seed::read_keys(&path)?;
@@ -298,6 +357,7 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
             server,
             plan,
             upstream,
+            oauth,
             dir,
             backend,
             server_pid,
@@ -314,6 +374,7 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
             let args = suite::SuiteArgs {
                 plan: suite::Plan::parse(&plan)?,
                 upstream: upstream.map(|u| Target::new(&u, None)).transpose()?,
+                oauth: oauth.args()?,
                 backend,
                 dir,
                 server_pid,

@@ -1,7 +1,8 @@
 //! Tables from a results file: every run, then per scenario the median
 //! over rounds, each run as a ratio to the baseline runs beside it
 //! (healthz; for the proxy, the same request straight to the upstream),
-//! the revocation propagation times, and the goals.
+//! latchkey's OAuth endpoints against a peer's, the revocation propagation
+//! times, and the goals.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -79,6 +80,10 @@ fn label(scenario: &str, keys: usize) -> String {
         "forward-auth" => format!("forward-auth GET /api/v1/documents, {n} keys"),
         "direct" => format!("GET /api/v1/documents straight to the upstream, {n} keys"),
         "proxy" => format!("GET /api/v1/documents through latchkey's proxy, {n} keys"),
+        "token" => "POST /oauth/token (client_credentials)".into(),
+        "peer-token" => "peer: POST /token (client_credentials)".into(),
+        "introspect" => "POST /oauth/introspect".into(),
+        "peer-introspect" => "peer: POST /token/introspection".into(),
         other => other.into(),
     }
 }
@@ -86,7 +91,7 @@ fn label(scenario: &str, keys: usize) -> String {
 /// The scenario a run is compared to: `None` for the baselines themselves.
 fn baseline_of(scenario: &str) -> Option<&'static str> {
     match scenario {
-        "healthz" | "direct" => None,
+        "healthz" | "direct" | "peer-token" | "peer-introspect" => None,
         "proxy" => Some("direct"),
         _ => Some("healthz"),
     }
@@ -163,28 +168,30 @@ fn passes(runs: &[RunRecord]) -> BTreeMap<(String, usize), Vec<&RunRecord>> {
     m
 }
 
+/// `r`'s req/s over the mean req/s of the nearest `base` run before it
+/// and after it in the same pass.
+fn ratio_to(pass: &[&RunRecord], r: &RunRecord, base: &str) -> Option<f64> {
+    let before = pass
+        .iter()
+        .filter(|h| h.scenario == base && h.seq < r.seq)
+        .max_by_key(|h| h.seq);
+    let after = pass
+        .iter()
+        .filter(|h| h.scenario == base && h.seq > r.seq)
+        .min_by_key(|h| h.seq);
+    let base: Vec<f64> = [before, after]
+        .into_iter()
+        .flatten()
+        .map(|h| h.stats.rps)
+        .collect();
+    (!base.is_empty()).then(|| r.stats.rps / (base.iter().sum::<f64>() / base.len() as f64))
+}
+
 fn with_ratios<'a>(pass: &[&'a RunRecord]) -> Vec<Row<'a>> {
     pass.iter()
-        .map(|r| {
-            let Some(base) = baseline_of(&r.scenario) else {
-                return Row { r, ratio: None };
-            };
-            let before = pass
-                .iter()
-                .filter(|h| h.scenario == base && h.seq < r.seq)
-                .max_by_key(|h| h.seq);
-            let after = pass
-                .iter()
-                .filter(|h| h.scenario == base && h.seq > r.seq)
-                .min_by_key(|h| h.seq);
-            let base: Vec<f64> = [before, after]
-                .into_iter()
-                .flatten()
-                .map(|h| h.stats.rps)
-                .collect();
-            let ratio = (!base.is_empty())
-                .then(|| r.stats.rps / (base.iter().sum::<f64>() / base.len() as f64));
-            Row { r, ratio }
+        .map(|r| Row {
+            r,
+            ratio: baseline_of(&r.scenario).and_then(|base| ratio_to(pass, r, base)),
         })
         .collect()
 }
@@ -314,6 +321,7 @@ pub fn render(records: &[Record]) -> Result<Report> {
 
     let passes = passes(&runs);
     let mut goals: BTreeMap<String, Vec<Goal>> = BTreeMap::new();
+    let mut notes: Vec<String> = Vec::new();
     if !passes.is_empty() {
         writeln!(t, "\n### Every run\n")?;
         if runs.iter().any(|r| r.scenario == "proxy") {
@@ -333,6 +341,9 @@ pub fn render(records: &[Record]) -> Result<Report> {
         )?;
         every_run(&mut t, &passes)?;
         summary(&mut t, &passes, &mut goals)?;
+        if passes.values().flatten().any(|r| r.scenario == "token") {
+            oauth_section(&mut t, &passes, &mut goals, &mut notes)?;
+        }
     }
 
     if !props.is_empty() {
@@ -361,6 +372,9 @@ pub fn render(records: &[Record]) -> Result<Report> {
                 verdict(g.value, g.goal)
             )?;
         }
+    }
+    for n in &notes {
+        writeln!(t, "{n}")?;
     }
     propagation_goals(&mut t, &props)?;
 
@@ -541,6 +555,202 @@ fn summary(t: &mut String, passes: &Passes, goals: &mut BTreeMap<String, Vec<Goa
     Ok(())
 }
 
+/// The OAuth goals (issue 5): latchkey's req/s over the peer's.
+const OAUTH_PEER_GOAL: f64 = 10.0;
+
+/// latchkey's scenario, the peer's, and what they count.
+const OAUTH_PAIRS: [(&str, &str, &str); 2] = [
+    ("token", "peer-token", "client_credentials tokens/s"),
+    ("introspect", "peer-introspect", "introspections/s"),
+];
+
+fn fmt_ratio(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into())
+}
+
+fn fmt_spread(v: &[f64]) -> String {
+    spread(v)
+        .map(|(a, b)| format!("{a:.2}–{b:.2}"))
+        .unwrap_or_else(|| "—".into())
+}
+
+/// latchkey's token and introspection runs beside the peer's: req/s and
+/// latency of each, the ratios to the peer and to `/healthz` with their
+/// goals, the p99s side by side.
+fn oauth_section(
+    t: &mut String,
+    passes: &Passes,
+    goals: &mut BTreeMap<String, Vec<Goal>>,
+    notes: &mut Vec<String>,
+) -> Result<()> {
+    let oauth: Vec<(&(String, usize), &Vec<&RunRecord>)> = passes
+        .iter()
+        .filter(|(_, pass)| pass.iter().any(|r| r.scenario == "token"))
+        .collect();
+    writeln!(
+        t,
+        "
+### OAuth: latchkey and the peer
+"
+    )?;
+    writeln!(
+        t,
+        "req/s: median over rounds, spread = lowest–highest run; p50, p99: medians over rounds. In the peer's runs \"server CPU\" is the peer's process. CPU/req: the server's CPU time per answer (server CPU ÷ req/s).\n"
+    )?;
+    writeln!(
+        t,
+        "| backend | conns | scenario | req/s | spread | p50 | p99 | server CPU | CPU/req | client CPU | wrong/errors |"
+    )?;
+    writeln!(t, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")?;
+    for ((backend, conns), pass) in &oauth {
+        for sc in [
+            "healthz",
+            "token",
+            "peer-token",
+            "introspect",
+            "peer-introspect",
+        ] {
+            let of: Vec<&RunRecord> = pass.iter().filter(|r| r.scenario == sc).copied().collect();
+            if of.is_empty() {
+                continue;
+            }
+            let m = |f: &dyn Fn(&RunStats) -> Option<f64>| {
+                median(of.iter().filter_map(|r| f(&r.stats)).collect())
+            };
+            let rps: Vec<f64> = of.iter().map(|r| r.stats.rps).collect();
+            let cpu_per_req = m(&|s| {
+                let cpu = s.server_cpu?;
+                (s.rps > 0.0).then(|| cpu / 100.0 / s.rps * 1e6)
+            });
+            writeln!(
+                t,
+                "| {backend} | {conns} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                label(sc, 0),
+                m(&|s| Some(s.rps)).map(fmt_rps).unwrap_or_default(),
+                spread(&rps)
+                    .map(|(a, b)| format!("{}–{}", fmt_rps(a), fmt_rps(b)))
+                    .unwrap_or_default(),
+                m(&|s| Some(s.p50_us as f64))
+                    .map(|v| fmt_us(v as u64))
+                    .unwrap_or_default(),
+                m(&|s| Some(s.p99_us as f64))
+                    .map(|v| fmt_us(v as u64))
+                    .unwrap_or_default(),
+                fmt_pct(m(&|s| s.server_cpu)),
+                cpu_per_req
+                    .map(|v| format!("{v:.0} µs"))
+                    .unwrap_or_else(|| "-".into()),
+                fmt_pct(m(&|s| s.client_cpu)),
+                of.iter()
+                    .map(|r| r.stats.wrong + r.stats.errors)
+                    .sum::<u64>(),
+            )?;
+        }
+    }
+
+    writeln!(
+        t,
+        "\nRatios: each of latchkey's runs over the mean of the nearest run of the other scenario before and after it in the same pass; median over rounds, spread = lowest–highest. \"10× the peer\" is the peer's own ratio to the healthz runs beside it, times {OAUTH_PEER_GOAL}: above 1, meeting the goal would take latchkey past its own `/healthz`.\n"
+    )?;
+    writeln!(t, "| backend | conns | ratio | median | spread | goal |")?;
+    writeln!(t, "|---|---:|---|---:|---:|---|")?;
+    for ((backend, conns), pass) in &oauth {
+        for (ours, peer, what) in OAUTH_PAIRS {
+            let of: Vec<&RunRecord> = pass
+                .iter()
+                .filter(|r| r.scenario == ours)
+                .copied()
+                .collect();
+            let vs_peer: Vec<f64> = of.iter().filter_map(|r| ratio_to(pass, r, peer)).collect();
+            let vs_healthz: Vec<f64> = of
+                .iter()
+                .filter_map(|r| ratio_to(pass, r, "healthz"))
+                .collect();
+            let peer_vs_healthz: Vec<f64> = pass
+                .iter()
+                .filter(|r| r.scenario == peer)
+                .filter_map(|r| ratio_to(pass, r, "healthz"))
+                .collect();
+            let to_peer = median(vs_peer.clone());
+            let to_healthz = median(vs_healthz.clone());
+            let ceiling = median(peer_vs_healthz).map(|x| x * OAUTH_PEER_GOAL);
+            let verdict = match to_peer {
+                Some(x) if x >= OAUTH_PEER_GOAL => "met",
+                Some(_) => "NOT met",
+                None => "not measured",
+            };
+            writeln!(
+                t,
+                "| {backend} | {conns} | {ours} / {peer} | {} | {} | ≥ {OAUTH_PEER_GOAL}: {verdict} |",
+                fmt_ratio(to_peer),
+                fmt_spread(&vs_peer)
+            )?;
+            writeln!(
+                t,
+                "| {backend} | {conns} | {ours} / healthz | {} | {} | {} |",
+                fmt_ratio(to_healthz),
+                fmt_spread(&vs_healthz),
+                match ceiling {
+                    Some(c) if c > 1.0 => format!(
+                        "10× the peer = {c:.2}× healthz: above latchkey's own /healthz, so the peer is not the limit"
+                    ),
+                    Some(c) => format!("10× the peer = {c:.2}× healthz"),
+                    None => "—".into(),
+                }
+            )?;
+            if *conns > 1 {
+                set_goal(
+                    goals,
+                    backend,
+                    Goal {
+                        what: format!("{what}, latchkey / peer"),
+                        value: to_peer,
+                        spread: spread(&vs_peer),
+                        goal: OAUTH_PEER_GOAL,
+                    },
+                );
+                if let Some(c) = ceiling.filter(|c| *c > 1.0) {
+                    notes.push(format!(
+                        "- {backend}: {what}: 10× the peer would be {c:.2}× latchkey's own /healthz, so the peer is not the limit; latchkey's {ours} / healthz = {}{}",
+                        fmt_ratio(to_healthz),
+                        spread(&vs_healthz)
+                            .map(|(a, b)| format!(" (spread {a:.2}–{b:.2})"))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
+        }
+    }
+
+    writeln!(t, "\np99 side by side (medians over rounds):\n")?;
+    writeln!(
+        t,
+        "| backend | conns | token p99 | peer token p99 | introspect p99 | peer introspect p99 |"
+    )?;
+    writeln!(t, "|---|---:|---:|---:|---:|---:|")?;
+    for ((backend, conns), pass) in &oauth {
+        let p99 = |sc: &str| {
+            median(
+                pass.iter()
+                    .filter(|r| r.scenario == sc)
+                    .map(|r| r.stats.p99_us as f64)
+                    .collect(),
+            )
+            .map(|v| fmt_us(v as u64))
+            .unwrap_or_else(|| "—".into())
+        };
+        writeln!(
+            t,
+            "| {backend} | {conns} | {} | {} | {} | {} |",
+            p99("token"),
+            p99("peer-token"),
+            p99("introspect"),
+            p99("peer-introspect")
+        )?;
+    }
+    Ok(())
+}
+
 fn propagation_goals(t: &mut String, props: &[&PropagationRecord]) -> Result<()> {
     for p in props {
         let p99 = propagation_p99_ms(p);
@@ -657,6 +867,74 @@ mod tests {
         );
         assert!(!rep.text.contains("verify all keys"));
         assert!(!rep.void);
+    }
+
+    #[test]
+    fn oauth_ratios_to_the_peer_and_to_healthz() {
+        let recs = vec![
+            run(1, "healthz", 100.0),
+            run(2, "token", 50.0),
+            run(3, "peer-token", 20.0),
+            run(4, "healthz", 100.0),
+            run(5, "introspect", 80.0),
+            run(6, "peer-introspect", 5.0),
+        ];
+        let rep = render(&recs).unwrap();
+        let has = |s: &str| assert!(rep.text.contains(s), "no `{s}` in\n{}", rep.text);
+        has("| sqlite | 32 | token / peer-token | 2.50 | 2.50–2.50 | ≥ 10: NOT met |");
+        has("| sqlite | 32 | introspect / peer-introspect | 16.00 | 16.00–16.00 | ≥ 10: met |");
+        // The peer's tokens are 0.2 of healthz: 10× that is above healthz.
+        has(
+            "| sqlite | 32 | token / healthz | 0.50 | 0.50–0.50 | 10× the peer = 2.00× healthz: above latchkey's own /healthz, so the peer is not the limit |",
+        );
+        has(
+            "| sqlite | 32 | introspect / healthz | 0.80 | 0.80–0.80 | 10× the peer = 0.50× healthz |",
+        );
+        has(
+            "- sqlite: client_credentials tokens/s, latchkey / peer = 2.50 (spread 2.50–2.50) — goal ≥ 10 NOT met",
+        );
+        has(
+            "- sqlite: introspections/s, latchkey / peer = 16.00 (spread 16.00–16.00) — goal ≥ 10 met",
+        );
+        has(
+            "- sqlite: client_credentials tokens/s: 10× the peer would be 2.00× latchkey's own /healthz",
+        );
+        has("| sqlite | 32 | peer: POST /token (client_credentials) | 20 | 20–20 |");
+        assert!(!rep.void);
+    }
+
+    #[test]
+    fn a_wrong_introspection_voids_the_report() {
+        let mut recs = vec![
+            run(1, "healthz", 100.0),
+            run(2, "token", 50.0),
+            run(3, "peer-token", 20.0),
+            run(4, "healthz", 100.0),
+            run(5, "introspect", 80.0),
+        ];
+        let mut bad = RunRecord {
+            backend: "sqlite".into(),
+            round: 1,
+            seq: 6,
+            scenario: "peer-introspect".into(),
+            keys: 0,
+            stats: RunStats {
+                connections: 32,
+                rps: 5.0,
+                ok: 10,
+                wrong: 1,
+                sample_wrong: Some(r#"200 OK: {"active":false}"#.into()),
+                ..RunStats::default()
+            },
+        };
+        recs.push(Record::Run(bad.clone()));
+        let rep = render(&recs).unwrap();
+        assert!(rep.void);
+        assert!(rep.text.contains("VOID: 1 run(s)"), "{}", rep.text);
+        bad.stats.wrong = 0;
+        recs.pop();
+        recs.push(Record::Run(bad));
+        assert!(!render(&recs).unwrap().void);
     }
 
     #[test]

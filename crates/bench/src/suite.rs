@@ -7,17 +7,23 @@
 //! - `protect`: healthz, forward-auth (hot keys), healthz, direct, proxy,
 //!   direct — where `proxy` is `GET /api/v1/documents` through latchkey's
 //!   proxy and `direct` the same request straight to the upstream, so that
-//!   each subject has its baseline run on both sides.
+//!   each subject has its baseline run on both sides;
+//! - `oauth`: healthz, token, peer-token, healthz, introspect,
+//!   peer-introspect — client_credentials tokens and introspections from
+//!   latchkey and from a peer OAuth server (node-oidc-provider), each
+//!   introspection run on a token fetched just before it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use hyper::HeaderMap;
+use hyper::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 
-use crate::client::Target;
-use crate::load::{self, Check, RunStats, Workload};
+use crate::client::{Conn, Target};
+use crate::load::{self, Check, Rng, RunStats, Workload};
 use crate::propagation::PropagationRecord;
 use crate::seed::{self, SeedReport};
 
@@ -77,6 +83,7 @@ pub fn seed_record(backend: &str, r: &SeedReport) -> Record {
 pub enum Plan {
     Verify,
     Protect,
+    OAuth,
 }
 
 impl Plan {
@@ -84,17 +91,42 @@ impl Plan {
         match s {
             "verify" => Ok(Plan::Verify),
             "protect" => Ok(Plan::Protect),
-            _ => anyhow::bail!("unknown plan `{s}`: verify or protect"),
+            "oauth" => Ok(Plan::OAuth),
+            _ => bail!("unknown plan `{s}`: verify, protect or oauth"),
         }
     }
+}
+
+/// latchkey's OAuth endpoints.
+pub const TOKEN_PATH: &str = "/oauth/token";
+pub const INTROSPECT_PATH: &str = "/oauth/introspect";
+/// node-oidc-provider's.
+pub const PEER_TOKEN_PATH: &str = "/token";
+pub const PEER_INTROSPECT_PATH: &str = "/token/introspection";
+
+/// What the `oauth` plan needs besides latchkey itself.
+pub struct OAuthArgs {
+    /// The peer OAuth server.
+    pub peer: Target,
+    /// Its PID, to report its CPU in its runs.
+    pub peer_pid: Option<u32>,
+    /// `Authorization: Basic` of a latchkey client allowed `scope`.
+    pub client: HeaderValue,
+    /// `Authorization: Basic` of the peer's client allowed `scope`.
+    pub peer_client: HeaderValue,
+    /// The scope every token is asked for.
+    pub scope: String,
 }
 
 pub struct SuiteArgs {
     pub plan: Plan,
     /// The upstream behind latchkey's proxy (`protect` plan).
     pub upstream: Option<Target>,
+    /// The peer and the clients (`oauth` plan).
+    pub oauth: Option<OAuthArgs>,
     pub backend: String,
-    pub dir: PathBuf,
+    /// The directory `seed` wrote to (`verify` and `protect` plans).
+    pub dir: Option<PathBuf>,
     pub server_pid: Option<u32>,
     pub seconds: f64,
     pub rounds: usize,
@@ -135,84 +167,223 @@ pub fn progress(r: &RunRecord) {
     );
 }
 
+/// What a step sends: the same workload every run, or an introspection
+/// of a token fetched from the same server just before the run (a peer
+/// that keeps tokens in a bounded in-memory store, as node-oidc-provider
+/// does — 1,000 entries — forgets a token once a token run has issued
+/// a thousand more).
+enum Load {
+    Fixed(Workload),
+    Introspect {
+        token_path: &'static str,
+        introspect_path: &'static str,
+        client: HeaderValue,
+        scope: String,
+    },
+}
+
 /// One run of a round: its scenario name, how many keys it draws from,
-/// where it is sent, and what.
+/// where it is sent, what, and whose CPU to measure.
 struct Step {
     name: &'static str,
     keys: usize,
     target: Target,
-    load: Workload,
+    load: Load,
+    pid: Option<u32>,
 }
 
-fn step(name: &'static str, keys: usize, target: &Target, load: Workload) -> Step {
+impl Step {
+    async fn workload(&self) -> Result<Workload> {
+        match &self.load {
+            Load::Fixed(w) => Ok(w.clone()),
+            Load::Introspect {
+                token_path,
+                introspect_path,
+                client,
+                scope,
+            } => {
+                let token = fetch_token(&self.target, token_path, client, scope)
+                    .await
+                    .with_context(|| format!("a token to introspect ({})", self.name))?;
+                Ok(Workload::introspection(
+                    introspect_path,
+                    client.clone(),
+                    &token,
+                ))
+            }
+        }
+    }
+}
+
+/// One client_credentials token from `target`, outside any measurement.
+pub async fn fetch_token(
+    target: &Target,
+    path: &str,
+    client: &HeaderValue,
+    scope: &str,
+) -> Result<String> {
+    let load = Workload::client_credentials(path, client.clone(), scope);
+    let mut conn = Conn::open(target).await?;
+    let (status, body) = conn.send(load.request(target, &mut Rng::new(1))?).await?;
+    if !Check::Token.is_right(status, &HeaderMap::new(), &body) {
+        bail!(
+            "POST {path} to {}: {status}: {}",
+            target.addr,
+            String::from_utf8_lossy(body.get(..300).unwrap_or(&body))
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("{path}: answer is not JSON"))?;
+    seed::field(&v, "access_token")
+}
+
+fn step(name: &'static str, keys: usize, target: &Target, load: Workload, a: &SuiteArgs) -> Step {
     Step {
         name,
         keys,
         target: target.clone(),
-        load,
+        load: Load::Fixed(load),
+        pid: a.server_pid,
     }
 }
 
 /// The runs of one round, and the indices of the warm-up runs.
 fn plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
-    let keys = seed::read_keys(&a.dir.join(seed::KEYS_FILE))?;
+    match a.plan {
+        Plan::Verify => verify_plan(target, a),
+        Plan::Protect => protect_plan(target, a),
+        Plan::OAuth => oauth_plan(target, a),
+    }
+}
+
+/// The seed directory and its keys (`verify` and `protect` plans).
+fn seeded(a: &SuiteArgs) -> Result<(&Path, Vec<String>)> {
+    let dir = a
+        .dir
+        .as_deref()
+        .context("the verify and protect plans need --dir")?;
+    Ok((dir, seed::read_keys(&dir.join(seed::KEYS_FILE))?))
+}
+
+fn verify_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
+    let (dir, keys) = seeded(a)?;
     let hot_n = a.hot_keys.min(keys.len());
-    Ok(match a.plan {
-        Plan::Verify => {
-            let revoked = seed::read_keys(&a.dir.join(seed::REVOKED_FILE))?;
-            let malformed = seed::read_keys(&a.dir.join(seed::MALFORMED_FILE))?;
-            let steps = vec![
-                step("healthz", 0, target, Workload::healthz()),
-                step(
-                    "valid-hot",
-                    hot_n,
-                    target,
-                    Workload::verify(Check::Valid, &keys, Some(hot_n))?,
-                ),
-                step("healthz", 0, target, Workload::healthz()),
-                step(
-                    "valid-cold",
-                    keys.len(),
-                    target,
-                    Workload::verify(Check::Valid, &keys, None)?,
-                ),
-                step(
-                    "revoked",
-                    revoked.len(),
-                    target,
-                    Workload::verify(Check::Revoked, &revoked, None)?,
-                ),
-                step(
-                    "malformed",
-                    malformed.len(),
-                    target,
-                    Workload::verify(Check::Malformed, &malformed, None)?,
-                ),
-            ];
-            (steps, vec![1])
-        }
-        Plan::Protect => {
-            let upstream = a
-                .upstream
-                .as_ref()
-                .context("the protect plan needs --upstream")?;
-            let documents = Workload::documents(&keys, Some(hot_n))?;
-            let steps = vec![
-                step("healthz", 0, target, Workload::healthz()),
-                step(
-                    "forward-auth",
-                    hot_n,
-                    target,
-                    Workload::forward_auth(&keys, Some(hot_n))?,
-                ),
-                step("healthz", 0, target, Workload::healthz()),
-                step("direct", hot_n, upstream, documents.clone()),
-                step("proxy", hot_n, target, documents.clone()),
-                step("direct", hot_n, upstream, documents),
-            ];
-            (steps, vec![1, 4])
-        }
-    })
+    let revoked = seed::read_keys(&dir.join(seed::REVOKED_FILE))?;
+    let malformed = seed::read_keys(&dir.join(seed::MALFORMED_FILE))?;
+    let steps = vec![
+        step("healthz", 0, target, Workload::healthz(), a),
+        step(
+            "valid-hot",
+            hot_n,
+            target,
+            Workload::verify(Check::Valid, &keys, Some(hot_n))?,
+            a,
+        ),
+        step("healthz", 0, target, Workload::healthz(), a),
+        step(
+            "valid-cold",
+            keys.len(),
+            target,
+            Workload::verify(Check::Valid, &keys, None)?,
+            a,
+        ),
+        step(
+            "revoked",
+            revoked.len(),
+            target,
+            Workload::verify(Check::Revoked, &revoked, None)?,
+            a,
+        ),
+        step(
+            "malformed",
+            malformed.len(),
+            target,
+            Workload::verify(Check::Malformed, &malformed, None)?,
+            a,
+        ),
+    ];
+    Ok((steps, vec![1]))
+}
+
+fn protect_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
+    let (_, keys) = seeded(a)?;
+    let hot_n = a.hot_keys.min(keys.len());
+    let upstream = a
+        .upstream
+        .as_ref()
+        .context("the protect plan needs --upstream")?;
+    let documents = Workload::documents(&keys, Some(hot_n))?;
+    let steps = vec![
+        step("healthz", 0, target, Workload::healthz(), a),
+        step(
+            "forward-auth",
+            hot_n,
+            target,
+            Workload::forward_auth(&keys, Some(hot_n))?,
+            a,
+        ),
+        step("healthz", 0, target, Workload::healthz(), a),
+        step("direct", hot_n, upstream, documents.clone(), a),
+        step("proxy", hot_n, target, documents.clone(), a),
+        step("direct", hot_n, upstream, documents, a),
+    ];
+    Ok((steps, vec![1, 4]))
+}
+
+/// healthz, token, peer-token, healthz, introspect, peer-introspect: each
+/// of latchkey's runs has a healthz run on one side and its peer run on
+/// the other (the peer's of the round before on the first side, but in
+/// the first round).
+fn oauth_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
+    let o = a.oauth.as_ref().context("the oauth plan needs --peer")?;
+    let peer = |name, load| Step {
+        name,
+        keys: 0,
+        target: o.peer.clone(),
+        load,
+        pid: o.peer_pid,
+    };
+    let steps = vec![
+        step("healthz", 0, target, Workload::healthz(), a),
+        step(
+            "token",
+            0,
+            target,
+            Workload::client_credentials(TOKEN_PATH, o.client.clone(), &o.scope),
+            a,
+        ),
+        peer(
+            "peer-token",
+            Load::Fixed(Workload::client_credentials(
+                PEER_TOKEN_PATH,
+                o.peer_client.clone(),
+                &o.scope,
+            )),
+        ),
+        step("healthz", 0, target, Workload::healthz(), a),
+        Step {
+            name: "introspect",
+            keys: 0,
+            target: target.clone(),
+            load: Load::Introspect {
+                token_path: TOKEN_PATH,
+                introspect_path: INTROSPECT_PATH,
+                client: o.client.clone(),
+                scope: o.scope.clone(),
+            },
+            pid: a.server_pid,
+        },
+        peer(
+            "peer-introspect",
+            Load::Introspect {
+                token_path: PEER_TOKEN_PATH,
+                introspect_path: PEER_INTROSPECT_PATH,
+                client: o.peer_client.clone(),
+                scope: o.scope.clone(),
+            },
+        ),
+    ];
+    Ok((steps, vec![1, 2, 4, 5]))
 }
 
 pub async fn suite(target: &Target, a: &SuiteArgs) -> Result<()> {
@@ -235,10 +406,10 @@ pub async fn suite(target: &Target, a: &SuiteArgs) -> Result<()> {
             let s = steps.get(i).context("plan")?;
             let stats = load::run(
                 &s.target,
-                &s.load,
+                &s.workload().await?,
                 a.connections,
                 Duration::from_secs_f64(a.warmup),
-                a.server_pid,
+                s.pid,
             )
             .await?;
             record(0, 0, &format!("warmup-{}", s.name), s.keys, stats)?;
@@ -254,10 +425,10 @@ pub async fn suite(target: &Target, a: &SuiteArgs) -> Result<()> {
                 seq += 1;
                 let stats = load::run(
                     &s.target,
-                    &s.load,
+                    &s.workload().await?,
                     conns,
                     Duration::from_secs_f64(secs),
-                    a.server_pid,
+                    s.pid,
                 )
                 .await?;
                 record(round, seq, s.name, s.keys, stats)?;
