@@ -133,6 +133,11 @@ pub struct Caches {
     jtis_loading: tokio::sync::Mutex<()>,
     /// Set when the signing keys changed: reloaded before the next use.
     signing_keys_stale: AtomicBool,
+    /// JWT access tokens whose signature and claims were checked, by the
+    /// SHA-256 of the token: a token used for many requests is verified
+    /// once per node. Expiry, revocation, the grant and the client are
+    /// still checked on every use.
+    verified: moka::sync::Cache<[u8; 32], Arc<crate::jose::AccessClaims>>,
     /// Bumped whenever a cached record is forgotten, so that a cache fill
     /// that read the store before a change can tell and not cache what it
     /// read (see [`App::cached`]).
@@ -152,7 +157,10 @@ impl Caches {
             Change::AccessToken(d) => self.access_tokens.invalidate(&d),
             // Its expiry is not in the notice: kept until the next reload.
             Change::RevokedJti(jti) => self.revoked_jtis.insert(jti, i64::MAX),
-            Change::SigningKeys => self.signing_keys_stale.store(true, Ordering::Release),
+            Change::SigningKeys => {
+                self.signing_keys_stale.store(true, Ordering::Release);
+                self.verified.invalidate_all();
+            }
         }
     }
 
@@ -163,6 +171,7 @@ impl Caches {
         self.clients.invalidate_all();
         self.grants.invalidate_all();
         self.access_tokens.invalidate_all();
+        self.verified.invalidate_all();
         self.signing_keys_stale.store(true, Ordering::Release);
         // Revocations may have been missed: reload before trusting the set.
         self.jtis_loaded.store(false, Ordering::Release);
@@ -227,6 +236,10 @@ impl App {
                 .time_to_live(ttl)
                 .build(),
             revoked_jtis: moka::sync::Cache::builder().build(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(cap)
+                .time_to_live(config.oauth.access_token_ttl.0)
+                .build(),
             jtis_loaded: AtomicBool::new(false),
             jtis_loading: tokio::sync::Mutex::new(()),
             signing_keys_stale: AtomicBool::new(true),
@@ -484,6 +497,18 @@ impl App {
             }
         }
         Ok(c.revoked_jtis.contains_key(jti))
+    }
+
+    /// The claims of a JWT access token this node verified before.
+    pub fn verified_token(&self, digest: &[u8; 32]) -> Option<Arc<crate::jose::AccessClaims>> {
+        if self.caches.bypass.load(Ordering::Acquire) {
+            return None;
+        }
+        self.caches.verified.get(digest)
+    }
+
+    pub fn remember_verified(&self, digest: [u8; 32], claims: Arc<crate::jose::AccessClaims>) {
+        self.caches.verified.insert(digest, claims);
     }
 
     /// Records a revoked JWT id here at once (the feed tells other nodes).
