@@ -357,10 +357,7 @@ impl App {
         .await
     }
 
-    /// Answers from `cache`, else runs `fetch` and caches what it read,
-    /// unless a change was made through this node since the read began:
-    /// the record may predate it (the generation is read before the store
-    /// and checked again after the insert, for a change landing between).
+    /// [`by_id`] for key records, which carry when their last use was sent.
     async fn cached<T, F, Fut>(
         &self,
         cache: &moka::sync::Cache<[u8; 32], Arc<Cached<T>>>,
@@ -373,30 +370,13 @@ impl App {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<T>, StoreError>>,
     {
-        let caches = &self.caches;
-        if caches.bypass.load(Ordering::Acquire) {
-            let record = fetch().await?;
-            return Ok(record.map(|r| {
+        by_id(&self.caches, cache, digest, || async {
+            Ok(fetch().await?.map(|r| {
                 let used = last_used(&r);
-                Arc::new(Cached::new(r, used))
-            }));
-        }
-        if let Some(hit) = cache.get(&digest) {
-            return Ok(Some(hit));
-        }
-        let generation = caches.generation.load(Ordering::Acquire);
-        let Some(record) = fetch().await? else {
-            return Ok(None);
-        };
-        let used = last_used(&record);
-        let entry = Arc::new(Cached::new(record, used));
-        if caches.generation.load(Ordering::Acquire) == generation {
-            cache.insert(digest, entry.clone());
-            if caches.generation.load(Ordering::Acquire) != generation {
-                cache.invalidate(&digest);
-            }
-        }
-        Ok(Some(entry))
+                Cached::new(r, used)
+            }))
+        })
+        .await
     }
 
     /// Drops the cached record of a key after a change through this node
@@ -539,8 +519,11 @@ impl App {
     }
 }
 
-/// Answers from `cache`, else runs `fetch` and caches what it read unless
-/// a change was made meanwhile (as [`App::cached`] does for keys).
+/// Answers from `cache`, else runs `fetch` and caches what it read, unless
+/// a change was made through this node since the read began: the record
+/// may predate it (the generation is read before the store and checked
+/// again after the insert, for a change landing between). While the change
+/// feed is down, answers straight from the store.
 async fn by_id<K, V, F, Fut>(
     caches: &Caches,
     cache: &moka::sync::Cache<K, Arc<V>>,
