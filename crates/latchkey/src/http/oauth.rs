@@ -54,19 +54,21 @@ fn read_form(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result
     }
 }
 
+/// An answer with `Cache-Control: no-store` (RFC 6749 §5.1), or the error.
+fn answer(res: Result<impl IntoResponse, OAuthError>) -> Response {
+    match res {
+        Ok(a) => (no_store(), a).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn token_endpoint(
     State(app): AppState,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let answer = match read_form(&headers, body) {
-        Ok(form) => token::token(&app, &headers, &form).await,
-        Err(e) => Err(e),
-    };
-    match answer {
-        Ok(a) => (no_store(), Json(a)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let form = read_form(&headers, body);
+    answer(async { token::token(&app, &headers, &form?).await.map(Json) }.await)
 }
 
 async fn introspect(
@@ -74,14 +76,8 @@ async fn introspect(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let answer = match read_form(&headers, body) {
-        Ok(form) => token::introspect(&app, &headers, &form).await,
-        Err(e) => Err(e),
-    };
-    match answer {
-        Ok(a) => (no_store(), Json(a)).into_response(),
-        Err(e) => e.into_response(),
-    }
+    let form = read_form(&headers, body);
+    answer(async { token::introspect(&app, &headers, &form?).await.map(Json) }.await)
 }
 
 async fn revoke(
@@ -89,14 +85,8 @@ async fn revoke(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let answer = match read_form(&headers, body) {
-        Ok(form) => token::revoke(&app, &headers, &form).await,
-        Err(e) => Err(e),
-    };
-    match answer {
-        Ok(()) => (no_store(), "").into_response(),
-        Err(e) => e.into_response(),
-    }
+    let form = read_form(&headers, body);
+    answer(async { token::revoke(&app, &headers, &form?).await.map(|()| "") }.await)
 }
 
 /// RFC 8414 authorization server metadata.
