@@ -467,6 +467,7 @@ pub async fn create_key(
         ratelimit,
         ip_allowlist,
         credits,
+        created_by: Some(actor.id.clone()),
     };
     app.store.create_key(&key).await?;
     actor.did(app, Some(&key.org_id), "key.created", &key.id);

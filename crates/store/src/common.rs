@@ -153,6 +153,7 @@ where
             row.try_get("refill_interval_ms")?,
             row.try_get("refilled_at")?,
         ),
+        created_by: row.try_get("created_by")?,
         id,
     })
 }
@@ -279,7 +280,8 @@ macro_rules! impl_store {
                     .bind(l.remaining)
                     .bind(l.refill_amount)
                     .bind(l.refill_interval)
-                    .bind(l.refilled_at))
+                    .bind(l.refilled_at)
+                    .bind(&key.created_by))
             }
         }
 
@@ -670,6 +672,11 @@ macro_rules! impl_store {
                         .map_err($crate::common::db_err)?;
                     total += done.rows_affected();
                     if done.rows_affected() < $crate::logs::PRUNE_CHUNK as u64 {
+                        sqlx::query($crate::console::sql::PRUNE_LOG_HOURS)
+                            .bind(before)
+                            .execute(&self.pool)
+                            .await
+                            .map_err($crate::common::db_err)?;
                         return Ok(total);
                     }
                 }

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 
 pub mod changes;
 mod common;
+pub mod console;
 mod logs;
 pub mod oauth;
 mod postgres;
@@ -19,6 +20,7 @@ mod sqlite_read;
 pub mod testing;
 
 pub use changes::{Change, ChangeSink};
+pub use console::ConsoleStore;
 pub use oauth::OAuthStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -98,6 +100,10 @@ pub struct ApiKey {
     pub ip_allowlist: Vec<String>,
     /// Usage credits; `None` = unlimited.
     pub credits: Option<Credits>,
+    /// Who created it: a console user (`usr_...`), a root key (`rtk_...`)
+    /// or `cli`; `None` for keys made before this was recorded. A
+    /// rotation's new key keeps the old key's.
+    pub created_by: Option<String>,
 }
 
 /// A key's own rate limit: `limit` requests per `window_ms`.
@@ -168,7 +174,7 @@ pub struct Page {
 }
 
 #[async_trait]
-pub trait Store: oauth::OAuthStore + Send + Sync + 'static {
+pub trait Store: oauth::OAuthStore + console::ConsoleStore + Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
     /// Runs the pending migrations.
@@ -222,8 +228,9 @@ pub trait Store: oauth::OAuthStore + Send + Sync + 'static {
     async fn insert_logs(&self, entries: &[LogEntry]) -> Result<()>;
     /// An organization's log entries, newest first (see [`LogQuery`]).
     async fn list_logs(&self, q: &LogQuery) -> Result<Vec<LogEntry>>;
-    /// Deletes every entry older than `before` (ms), a chunk at a time;
-    /// answers how many went.
+    /// Deletes every entry older than `before` (ms), a chunk at a time,
+    /// and the hourly counts of the hours that ended by then; answers how
+    /// many entries went.
     async fn prune_logs(&self, before: i64) -> Result<u64>;
     /// Follows the changes made to key records by any node, forever,
     /// telling `sink` (see [`changes`]).

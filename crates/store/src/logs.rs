@@ -94,6 +94,28 @@ pub struct LogQuery {
     pub limit: u32,
 }
 
+/// The decisions of `entries` counted per organization, hour and code, in
+/// that order (so that concurrent writers take the rows' locks in one
+/// order), for the `log_hours` table.
+pub(crate) fn hour_counts(entries: &[LogEntry]) -> Vec<(String, i64, String, i64)> {
+    let mut counts: std::collections::BTreeMap<(&str, i64, &str), i64> = Default::default();
+    for e in entries {
+        if let (Some(org), LogEvent::Decision(d)) = (&e.org_id, &e.event) {
+            *counts
+                .entry((
+                    org.as_str(),
+                    crate::console::hour_of(e.time),
+                    d.code.as_str(),
+                ))
+                .or_default() += 1;
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((org, hour, code), n)| (org.to_owned(), hour, code.to_owned(), n))
+        .collect()
+}
+
 /// Most entries deleted by one statement when pruning, so that the
 /// write lock is released between chunks.
 pub(crate) const PRUNE_CHUNK: i64 = 10_000;

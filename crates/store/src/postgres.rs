@@ -73,6 +73,11 @@ impl PgStore {
                 "oauth",
                 include_str!("../migrations/postgres/0005_oauth.sql"),
             ),
+            (
+                7,
+                "console",
+                include_str!("../migrations/postgres/0007_console.sql"),
+            ),
         ])
     }
 
@@ -89,6 +94,14 @@ const INSERT_LOGS: &str = concat!(
     "SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], ",
     "$6::text[], $7::text[], $8::text[], $9::text[], $10::int[], $11::text[], $12::text[], ",
     "$13::text[], $14::text[], $15::bigint[], $16::text[], $17::text[], $18::text[])"
+);
+
+/// The hourly counts of a batch (`log_hours`), one statement: each
+/// (organization, hour, code) appears once in the arrays.
+const ADD_LOG_HOURS: &str = concat!(
+    "INSERT INTO log_hours (org_id, hour, code, n) ",
+    "SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::bigint[]) ",
+    "ON CONFLICT (org_id, hour, code) DO UPDATE SET n = log_hours.n + excluded.n"
 );
 
 impl PgStore {
@@ -174,6 +187,27 @@ impl PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        let hours = crate::logs::hour_counts(chunk);
+        if !hours.is_empty() {
+            let mut orgs = Vec::with_capacity(hours.len());
+            let mut starts = Vec::with_capacity(hours.len());
+            let mut codes = Vec::with_capacity(hours.len());
+            let mut ns = Vec::with_capacity(hours.len());
+            for (org, hour, code, n) in hours {
+                orgs.push(org);
+                starts.push(hour);
+                codes.push(code);
+                ns.push(n);
+            }
+            sqlx::query(ADD_LOG_HOURS)
+                .bind(orgs)
+                .bind(starts)
+                .bind(codes)
+                .bind(ns)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
         tx.commit().await.map_err(db_err)?;
         Ok(())
     }
@@ -215,3 +249,5 @@ impl PgStore {
 }
 
 crate::oauth::impl_oauth_store!(PgStore, Postgres);
+crate::console::impl_console_store!(PgStore, Postgres, crate::console::PG_SEARCH, |s: &str| s
+    .to_lowercase());

@@ -25,9 +25,11 @@ macro_rules! key_cols {
         "id, org_id, name, kind, environment, start, digest, scopes, external_id, metadata, \
          created_at, updated_at, expires_at, revoked_at, revoke_reason, replaced_by, \
          rotated_from, last_used_at, ratelimit_limit, ratelimit_window_ms, ip_allowlist, \
-         remaining, refill_amount, refill_interval_ms, refilled_at"
+         remaining, refill_amount, refill_interval_ms, refilled_at, created_by"
     };
 }
+
+pub(crate) use key_cols;
 
 pub(crate) const PING: &str = "SELECT 1";
 
@@ -97,7 +99,7 @@ pub(crate) const INSERT_KEY: &str = concat!(
     "INSERT INTO api_keys (",
     key_cols!(),
     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,",
-    " $19, $20, $21, $22, $23, $24, $25)"
+    " $19, $20, $21, $22, $23, $24, $25, $26)"
 );
 
 pub(crate) const KEY_BY_DIGEST: &str =

@@ -105,6 +105,11 @@ impl SqliteStore {
                 "oauth",
                 include_str!("../migrations/sqlite/0005_oauth.sql"),
             ),
+            (
+                7,
+                "console",
+                include_str!("../migrations/sqlite/0007_console.sql"),
+            ),
         ])
     }
 
@@ -160,12 +165,24 @@ impl SqliteStore {
                 .push_bind(s(r.action))
                 .push_bind(s(r.target));
         });
+        let mut tx = self.begin_write().await.map_err(db_err)?;
         // Chunks differ in size: not worth a prepared statement each.
         qb.build()
             .persistent(false)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+        for (org, hour, code, n) in crate::logs::hour_counts(chunk) {
+            sqlx::query(crate::console::sql::ADD_LOG_HOUR)
+                .bind(org)
+                .bind(hour)
+                .bind(code)
+                .bind(n)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
         Ok(())
     }
 
@@ -205,3 +222,9 @@ impl SqliteStore {
 }
 
 crate::oauth::impl_oauth_store!(SqliteStore, Sqlite);
+crate::console::impl_console_store!(
+    SqliteStore,
+    Sqlite,
+    crate::console::SQLITE_SEARCH,
+    |s: &str| s.to_ascii_lowercase()
+);

@@ -193,6 +193,7 @@ fn raw_key(r: &Row<'_>) -> rusqlite::Result<RawKey> {
                 r.get("refill_interval_ms")?,
                 r.get("refilled_at")?,
             ),
+            created_by: r.get("created_by")?,
         },
         ip_allowlist: r.get("ip_allowlist")?,
     })
@@ -230,6 +231,10 @@ fn insert_logs(conn: &Connection, entries: &[crate::LogEntry]) -> rusqlite::Resu
                 r.action,
                 r.target,
             ])?;
+        }
+        let mut add = tx.prepare_cached(crate::console::sql::ADD_LOG_HOUR)?;
+        for (org, hour, code, n) in crate::logs::hour_counts(entries) {
+            add.execute(rusqlite::params![org, hour, code, n])?;
         }
     }
     tx.commit()

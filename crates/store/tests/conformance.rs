@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use latchkey_store::console::{HourCount, KeySearch, KeySearchQuery, Session};
 use latchkey_store::oauth::{
     AccessToken, AuthCode, Client, ClientPatch, Consent, Grant, Redeem, RefreshToken, SigningKey,
     SpendRefresh, User,
@@ -113,6 +114,11 @@ conformance!(
     oauth_consents,
     oauth_prune,
     oauth_change_feed,
+    console_sessions,
+    console_users_by_email_any_org,
+    console_search_keys,
+    console_log_hours,
+    console_logs_window,
 );
 
 // ---- fixtures -----------------------------------------------------------
@@ -159,6 +165,7 @@ fn key(id: &str, org_id: &str, created_at: i64) -> ApiKey {
         ratelimit: None,
         ip_allowlist: Vec::new(),
         credits: None,
+        created_by: Some("usr_creator".to_owned()),
     }
 }
 
@@ -3424,4 +3431,305 @@ async fn oauth_change_feed(store: Arc<dyn Store>) {
             "unexpected {change:?} in {told:?}"
         );
     }
+}
+
+// ---- console ------------------------------------------------------------
+
+fn session(n: u8, users: &[&str], root: Option<&str>, at: i64) -> Session {
+    Session {
+        digest: vec![0x00, 0xff, n, 0x7f],
+        user_ids: users.iter().map(|u| (*u).to_owned()).collect(),
+        root_key_digest: root.map(digest),
+        created_at: at,
+        seen_at: at,
+        expires_at: at + 1000,
+    }
+}
+
+async fn console_sessions(store: Arc<dyn Store>) {
+    let a = session(1, &["usr_a", "usr_b"], None, NOW);
+    let r = session(2, &[], Some("rtk_1"), NOW + 10);
+    store.create_session(&a).await.unwrap();
+    store.create_session(&r).await.unwrap();
+    assert_eq!(store.get_session(&a.digest).await.unwrap(), Some(a.clone()));
+    assert_eq!(store.get_session(&r.digest).await.unwrap(), Some(r.clone()));
+    assert_eq!(store.get_session(&[1, 2, 3]).await.unwrap(), None);
+    assert_conflict(store.create_session(&a).await, "a session digest twice");
+
+    // Activity only moves forward.
+    store.touch_session(&a.digest, NOW + 50).await.unwrap();
+    store.touch_session(&a.digest, NOW + 20).await.unwrap();
+    let got = store.get_session(&a.digest).await.unwrap().unwrap();
+    assert_eq!((got.seen_at, got.expires_at), (NOW + 50, NOW + 1000));
+
+    // Sign-out is idempotent.
+    store.delete_session(&a.digest).await.unwrap();
+    store.delete_session(&a.digest).await.unwrap();
+    assert_eq!(store.get_session(&a.digest).await.unwrap(), None);
+
+    // Pruning takes the sessions that ended, only.
+    assert_eq!(store.prune_sessions(NOW + 1009).await.unwrap(), 0);
+    assert_eq!(store.prune_sessions(NOW + 1011).await.unwrap(), 1);
+    assert_eq!(store.get_session(&r.digest).await.unwrap(), None);
+}
+
+async fn console_users_by_email_any_org(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store_with_org(&*store, "o2").await;
+    store_with_org(&*store, "o3").await;
+    let u1 = oauth_user("u1", "o2", "ada@example.com", NOW);
+    let u2 = oauth_user("u2", "o1", "ada@example.com", NOW + 1);
+    let u3 = oauth_user("u3", "o3", "grace@example.com", NOW);
+    for u in [&u1, &u2, &u3] {
+        store.create_user(u).await.unwrap();
+    }
+    let got = store
+        .users_by_email_any_org("ada@example.com", 10)
+        .await
+        .unwrap();
+    assert_eq!(got, vec![u1.clone(), u2.clone()], "oldest first, every org");
+    let one = store
+        .users_by_email_any_org("ada@example.com", 1)
+        .await
+        .unwrap();
+    assert_eq!(one, vec![u1]);
+    assert!(
+        store
+            .users_by_email_any_org("nobody@example.com", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    store.delete_user("u2").await.unwrap();
+    assert_eq!(
+        store
+            .users_by_email_any_org("ada@example.com", 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn console_search_keys(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    store_with_org(&*store, "o2").await;
+    let names = [
+        ("k1", "Backend prod"),
+        ("k2", "backend staging"),
+        ("k3", "BACKEND"),
+        ("k4", "frontend"),
+        ("k5", "back office"),
+        ("k6", "backend\u{e9}"),
+    ];
+    for (i, (id, name)) in names.iter().enumerate() {
+        let mut k = key(id, "o1", NOW + i as i64);
+        k.name = (*name).to_owned();
+        k.start = format!("sk_live_{}x{i}", if i % 2 == 0 { "Ab" } else { "Cd" });
+        store.create_key(&k).await.unwrap();
+    }
+    let mut other = key("k9", "o2", NOW);
+    other.name = "backend".to_owned();
+    other.start = "sk_live_Abx9".to_owned();
+    store.create_key(&other).await.unwrap();
+
+    let search = |search: KeySearch, limit: u32, after: Option<(String, String)>| {
+        let store = store.clone();
+        async move {
+            let q = KeySearchQuery {
+                org_id: "o1".to_owned(),
+                search,
+                limit,
+                after,
+            };
+            ids(&store.search_keys(&q).await.unwrap(), |k| &k.id)
+        }
+    };
+    // Any case; ordered by the lower-cased name, then id; other orgs never.
+    let all = search(KeySearch::NamePrefix("BackEnd".into()), 50, None).await;
+    assert_eq!(all, ["k3", "k1", "k2", "k6"]);
+    assert_eq!(
+        search(KeySearch::NamePrefix("back".into()), 50, None).await,
+        ["k5", "k3", "k1", "k2", "k6"]
+    );
+    assert!(
+        search(KeySearch::NamePrefix("zzz".into()), 50, None)
+            .await
+            .is_empty()
+    );
+    // Pages: after the (lower-cased name, id) of the last row.
+    let first = search(KeySearch::NamePrefix("backend".into()), 2, None).await;
+    assert_eq!(first, ["k3", "k1"]);
+    let next = search(
+        KeySearch::NamePrefix("backend".into()),
+        2,
+        Some(("backend prod".into(), "k1".into())),
+    )
+    .await;
+    assert_eq!(next, ["k2", "k6"]);
+    // By the key's start.
+    assert_eq!(
+        search(KeySearch::StartPrefix("sk_live_Ab".into()), 50, None).await,
+        ["k1", "k3", "k5"]
+    );
+    assert_eq!(
+        search(
+            KeySearch::StartPrefix("sk_live_Ab".into()),
+            50,
+            Some(("sk_live_Abx0".into(), "k1".into()))
+        )
+        .await,
+        ["k3", "k5"]
+    );
+    assert_eq!(
+        search(KeySearch::StartPrefix("sk_live_Cdx3".into()), 50, None).await,
+        ["k4"]
+    );
+    assert!(
+        search(KeySearch::StartPrefix("sk_live_ab".into()), 50, None)
+            .await
+            .is_empty(),
+        "a key's start is matched exactly, case included"
+    );
+    // Who created a key comes back with it.
+    assert_eq!(
+        store.get_key("k1").await.unwrap().created_by.as_deref(),
+        Some("usr_creator")
+    );
+}
+
+async fn console_log_hours(store: Arc<dyn Store>) {
+    const H: i64 = 3_600_000;
+    let base = (NOW / H) * H;
+    let batch1 = vec![
+        decision(1, Some("o1"), base + 5, Some(KEY_A), "VALID"),
+        decision(2, Some("o1"), base + 6, Some(KEY_A), "VALID"),
+        decision(3, Some("o1"), base + 7, Some(KEY_A), "KEY_REVOKED"),
+        decision(4, Some("o1"), base + H + 1, Some(KEY_B), "VALID"),
+        // Not counted: actions, org-less decisions, other orgs.
+        action(5, Some("o1"), base + 8, "key.revoked", KEY_A),
+        decision(6, None, base + 9, None, "INVALID_KEY"),
+        decision(7, Some("o2"), base + 10, Some(KEY_B), "VALID"),
+    ];
+    store.insert_logs(&batch1).await.unwrap();
+    // A second batch adds to the same hours.
+    let batch2 = vec![
+        decision(8, Some("o1"), base + 100, Some(KEY_A), "VALID"),
+        decision(9, Some("o1"), base + 2 * H, Some(KEY_A), "RATE_LIMITED"),
+    ];
+    store.insert_logs(&batch2).await.unwrap();
+    let hc = |hour: i64, code: &str, n: i64| HourCount {
+        hour,
+        code: code.to_owned(),
+        n,
+    };
+    assert_eq!(
+        store.log_hours("o1", base, base + 3 * H).await.unwrap(),
+        vec![
+            hc(base, "KEY_REVOKED", 1),
+            hc(base, "VALID", 3),
+            hc(base + H, "VALID", 1),
+            hc(base + 2 * H, "RATE_LIMITED", 1),
+        ]
+    );
+    assert_eq!(
+        store.log_hours("o1", base + H, base + 2 * H).await.unwrap(),
+        vec![hc(base + H, "VALID", 1)],
+        "hours starting in [since, until)"
+    );
+    assert_eq!(
+        store.log_hours("o2", base, base + 3 * H).await.unwrap(),
+        vec![hc(base, "VALID", 1)]
+    );
+    // Retention drops the hours that ended before the cut, with the entries.
+    store.prune_logs(base + H + 2).await.unwrap();
+    assert_eq!(
+        store.log_hours("o1", base, base + 3 * H).await.unwrap(),
+        vec![
+            hc(base + H, "VALID", 1),
+            hc(base + 2 * H, "RATE_LIMITED", 1)
+        ]
+    );
+}
+
+async fn console_logs_window(store: Arc<dyn Store>) {
+    // 60 entries of o1, one a millisecond: every 7th on KEY_B, the rest
+    // on KEY_A; every 10th refused.
+    let entries: Vec<LogEntry> = (0..60)
+        .map(|n| {
+            let k = if n % 7 == 0 { KEY_B } else { KEY_A };
+            let code = if n % 10 == 0 { "KEY_REVOKED" } else { "VALID" };
+            decision(n, Some("o1"), NOW + n as i64, Some(k), code)
+        })
+        .collect();
+    store.insert_logs(&entries).await.unwrap();
+    let want_b: Vec<String> = (0..60).rev().filter(|n| n % 7 == 0).map(log_id).collect();
+
+    // Without a key or code filter, the window changes nothing.
+    let plain = store
+        .list_logs_window(&log_query("o1", 5), 3)
+        .await
+        .unwrap();
+    assert_eq!(plain.entries.len(), 5);
+    assert_eq!(plain.scanned_to, None);
+
+    // With one, a read looks at `window` entries at most and says where it
+    // stopped; reads going on from there find every match once.
+    let mut q = LogQuery {
+        key_id: Some(KEY_B.to_owned()),
+        ..log_query("o1", 50)
+    };
+    let first = store.list_logs_window(&q, 20).await.unwrap();
+    assert_eq!(
+        ids(&first.entries, |e| &e.id),
+        [log_id(56), log_id(49), log_id(42)]
+    );
+    assert_eq!(first.scanned_to, Some((NOW + 40, log_id(40))));
+    let mut found = Vec::new();
+    let mut reads = 0;
+    loop {
+        let w = store.list_logs_window(&q, 20).await.unwrap();
+        reads += 1;
+        found.extend(ids(&w.entries, |e| &e.id));
+        match w.scanned_to {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(found, want_b);
+    assert_eq!(reads, 3, "60 entries, 20 a read: the third finds the end");
+
+    // The window counts the entries in the time range only.
+    let ranged = store
+        .list_logs_window(
+            &LogQuery {
+                code: Some("KEY_REVOKED".to_owned()),
+                since: Some(NOW + 15),
+                until: Some(NOW + 45),
+                ..log_query("o1", 50)
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&ranged.entries, |e| &e.id),
+        [log_id(40), log_id(30), log_id(20)]
+    );
+    assert_eq!(ranged.scanned_to, None);
+    // The page's limit still holds inside a window.
+    let limited = store
+        .list_logs_window(
+            &LogQuery {
+                key_id: Some(KEY_A.to_owned()),
+                ..log_query("o1", 4)
+            },
+            30,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&limited.entries, |e| &e.id),
+        [log_id(59), log_id(58), log_id(57), log_id(55)]
+    );
 }
