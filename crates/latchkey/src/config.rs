@@ -94,6 +94,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// The usage log (SPEC §9 "Logs").
     pub logs: LogsConfig,
+    /// The console's sessions (SPEC §11).
+    pub console: ConsoleConfig,
 }
 
 impl Default for Config {
@@ -137,6 +139,7 @@ impl Default for Config {
             routes: Vec::new(),
             proxy: ProxyConfig::default(),
             logs: LogsConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -332,6 +335,25 @@ impl Default for LogsConfig {
     fn default() -> Self {
         Self {
             retention: Dur(Duration::from_secs(30 * 86_400)),
+        }
+    }
+}
+
+/// The console's sessions (docs/console.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// A session ends this long after sign-in, whatever happens.
+    pub session_ttl: Dur,
+    /// ... or after this long without a request.
+    pub idle_timeout: Dur,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            session_ttl: Dur(Duration::from_secs(12 * 3600)),
+            idle_timeout: Dur(Duration::from_secs(2 * 3600)),
         }
     }
 }
@@ -714,6 +736,15 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
             "must be at most 1h (it bounds how long a change that escaped the change feed could be ignored)"
                 .into(),
         );
+    }
+    let day = Duration::from_secs(86_400);
+    for (field, d) in [
+        ("console.session_ttl", c.console.session_ttl.0),
+        ("console.idle_timeout", c.console.idle_timeout.0),
+    ] {
+        if d < Duration::from_secs(1) || d > 30 * day {
+            return err(field, "must be between 1s and 30d".into());
+        }
     }
     Ok(())
 }

@@ -43,8 +43,9 @@ pub enum KeySearch {
     StartPrefix(String),
 }
 
-/// A page of a search: ordered by the searched column then id; `after`
-/// is the `(value, id)` of the last row of the previous page.
+/// A page of a search: ordered by the searched column (names lower-cased)
+/// then id; `after` is the `(name or start, id)` of the last row of the
+/// previous page, as the key has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySearchQuery {
     pub org_id: String,
@@ -355,7 +356,10 @@ macro_rules! impl_console_store {
                         .bind(prefix)
                         .bind(end)
                         .bind(limit)
-                        .bind(value)
+                        .bind(match &q.search {
+                            $crate::console::KeySearch::NamePrefix(_) => fold(value),
+                            $crate::console::KeySearch::StartPrefix(_) => value.clone(),
+                        })
                         .bind(id),
                 };
                 let rows = query

@@ -101,7 +101,7 @@ struct ErrorPage<'a> {
 }
 
 /// The path latchkey is served under, from `public_url` (`""` at the root).
-fn base_path(public_url: &str) -> &str {
+pub(crate) fn base_path(public_url: &str) -> &str {
     let rest = public_url.split_once("://").map_or("", |(_, r)| r);
     rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("")
 }
@@ -122,10 +122,12 @@ fn render(t: &impl Template) -> Result<String, Refusal> {
     })
 }
 
-fn security_headers(h: &mut HeaderMap) {
+/// The headers of every server-rendered page (the OAuth pages', the
+/// console's): `csp`, no framing, no caching, no referrer, no sniffing.
+pub(crate) fn page_headers(h: &mut HeaderMap, csp: &'static str) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
+        HeaderValue::from_static(csp),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -141,36 +143,47 @@ fn security_headers(h: &mut HeaderMap) {
 
 /// An HTML page, passed on as it is by the problem+json middleware.
 fn html(status: StatusCode, body: String) -> Response {
+    html_page(status, body, CSP)
+}
+
+/// An HTML page under `csp` (see [`page_headers`]), marked [`Verbatim`]
+/// so that the problem+json middleware passes a refusal page on as it is.
+pub(crate) fn html_page(status: StatusCode, body: String, csp: &'static str) -> Response {
     let mut res = (status, body).into_response();
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    security_headers(h);
+    page_headers(h, csp);
     res.extensions_mut().insert(Verbatim);
     res
+}
+
+/// A 303 to `location` with the page headers, marked [`Verbatim`].
+pub(crate) fn redirect_page(location: &str, csp: &'static str) -> Option<Response> {
+    let v = HeaderValue::from_str(location).ok()?;
+    let mut res = StatusCode::SEE_OTHER.into_response();
+    let h = res.headers_mut();
+    h.insert(header::LOCATION, v);
+    page_headers(h, csp);
+    res.extensions_mut().insert(Verbatim);
+    Some(res)
 }
 
 /// 303 to `location`: the browser follows with a GET, never re-posting
 /// the form (RFC 9700 §4.12).
 fn see_other(app: &App, location: &str) -> Response {
-    let Ok(v) = HeaderValue::from_str(location) else {
-        return shown(
+    redirect_page(location, CSP).unwrap_or_else(|| {
+        shown(
             app,
             &Shown {
                 status: 400,
                 title: "Invalid redirect URI",
                 message: "The application's redirect URI cannot be used.".into(),
             },
-        );
-    };
-    let mut res = StatusCode::SEE_OTHER.into_response();
-    let h = res.headers_mut();
-    h.insert(header::LOCATION, v);
-    security_headers(h);
-    res.extensions_mut().insert(Verbatim);
-    res
+        )
+    })
 }
 
 fn shown(app: &App, s: &Shown) -> Response {
@@ -261,14 +274,20 @@ fn consent_page(
 
 /// The CSRF cookie's value, if the browser sent a well-formed one.
 fn read_cookie(headers: &HeaderMap) -> Option<String> {
+    read_token_cookie(headers, CSRF_COOKIE)
+}
+
+/// The value of cookie `name` if the browser sent one that looks like a
+/// [`random_token`] (43 base64url characters).
+pub(crate) fn read_token_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, value)| {
-            *name == CSRF_COOKIE
+        .find(|(n, value)| {
+            *n == name
                 && value.len() == CSRF_COOKIE_LEN
                 && value
                     .bytes()
@@ -277,10 +296,15 @@ fn read_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn new_cookie() -> Result<String, Refusal> {
+/// 32 random bytes, base64url: a cookie's value.
+pub(crate) fn random_token() -> Option<String> {
     let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Refusal::Show(Shown::internal()))?;
-    Ok(URL_SAFE_NO_PAD.encode(bytes))
+    aws_lc_rs::rand::fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn new_cookie() -> Result<String, Refusal> {
+    random_token().ok_or(Refusal::Show(Shown::internal()))
 }
 
 fn set_cookie(app: &App, value: &str) -> Option<HeaderValue> {

@@ -137,6 +137,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(oauth::router())
         // The OAuth pages (HTML, not in the OpenAPI document).
         .merge(authorize::router())
+        // The console (HTML, not in the OpenAPI document either).
+        .merge(crate::console::router())
         // Everything else goes to the built-in proxy (a 404 without one).
         .fallback(proxy::handle)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

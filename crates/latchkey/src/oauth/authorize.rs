@@ -619,6 +619,20 @@ async fn spend(app: &App, key: &str, quota: Quota) -> bool {
     }
 }
 
+/// Spends one sign-in attempt for `email` (normalized; `""` when it is not
+/// an address) in `scope` (an organization's id, or the console's own)
+/// from `ip`, against the per-address limit (shared by every sign-in
+/// page) and the per-account one. False: over a limit, do not check the
+/// password.
+pub async fn attempt_allowed(app: &App, scope: &str, email: &str, ip: Option<IpAddr>) -> bool {
+    if let Some(ip) = ip
+        && !spend(app, &format!("oauth_login:ip:{ip}"), LOGIN_PER_IP).await
+    {
+        return false;
+    }
+    spend(app, &account_key(scope, email), LOGIN_PER_ACCOUNT).await
+}
+
 /// Signs a user of `client`'s organization in with email and password,
 /// after the per-address and per-account limits. An unknown email costs
 /// the same password work as a wrong password.
@@ -630,19 +644,8 @@ pub async fn login(
     ip: Option<IpAddr>,
 ) -> Result<Login, StoreError> {
     let email = crate::oauth::manage::normalize_email(email);
-    if let Some(ip) = ip
-        && !spend(app, &format!("oauth_login:ip:{ip}"), LOGIN_PER_IP).await
-    {
-        return Ok(Login::Limited);
-    }
     let account = email.as_deref().unwrap_or("");
-    if !spend(
-        app,
-        &account_key(&client.org_id, account),
-        LOGIN_PER_ACCOUNT,
-    )
-    .await
-    {
+    if !attempt_allowed(app, &client.org_id, account, ip).await {
         return Ok(Login::Limited);
     }
     if password.len() > crate::oauth::password::MAX_LEN {
