@@ -181,11 +181,18 @@ fn open_search_cursor(c: &str) -> Option<(String, String)> {
 }
 
 /// How a search is read: a key id, a key's start (a pasted key is cut to
-/// its start: the secret goes no further), or the beginning of a name.
-fn read_search(c: &Ctx, q: &str) -> (Option<KeySearch>, Option<String>, String) {
+/// its start: the secret goes no further, not even back into the search
+/// box), or the beginning of a name. Answers the search, the id, what the
+/// page says it searched for, and the text to put back in the box.
+fn read_search(c: &Ctx, q: &str) -> (Option<KeySearch>, Option<String>, String, String) {
     let q = q.trim();
     if is_id(q, "key_") {
-        return (None, Some(q.to_owned()), format!("the key {q}"));
+        return (
+            None,
+            Some(q.to_owned()),
+            format!("the key {q}"),
+            q.to_owned(),
+        );
     }
     let prefixes = c.app.config.key_kinds.iter().map(|k| k.prefix.as_str());
     if let Some(i) = latchkey_core::keyfmt::match_prefix(q, prefixes)
@@ -193,15 +200,20 @@ fn read_search(c: &Ctx, q: &str) -> (Option<KeySearch>, Option<String>, String) 
     {
         let start: String = q.chars().take(kind.prefix.chars().count() + 4).collect();
         let shown = format!("keys starting {start}");
-        return (Some(KeySearch::StartPrefix(start)), None, shown);
+        return (
+            Some(KeySearch::StartPrefix(start.clone())),
+            None,
+            shown,
+            start,
+        );
     }
     let name: String = q.chars().take(200).collect();
     let shown = format!("names starting with \u{201c}{name}\u{201d}");
-    (Some(KeySearch::NamePrefix(name)), None, shown)
+    (Some(KeySearch::NamePrefix(name.clone())), None, shown, name)
 }
 
 async fn results(c: &Ctx, q: &FormData) -> Result<KeyResults, Fail> {
-    let text = q.one("q").unwrap_or("").trim().to_owned();
+    let mut text = q.one("q").unwrap_or("").trim().to_owned();
     let cursor = q.one("cursor");
     let list = c.href("/keys");
     let mut searched = None;
@@ -218,8 +230,9 @@ async fn results(c: &Ctx, q: &FormData) -> Result<KeyResults, Fail> {
         .await?;
         (rows, next.map(|n| format!("{list}?cursor={n}")))
     } else {
-        let (search, id, shown) = read_search(c, &text);
+        let (search, id, shown, kept) = read_search(c, &text);
         searched = Some(shown);
+        text = kept;
         match (search, id) {
             (_, Some(id)) => match c.app.store.get_key(&id).await {
                 Ok(k) if k.org_id == c.org.id => (vec![k], None),

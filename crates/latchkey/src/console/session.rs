@@ -43,7 +43,8 @@ use crate::service::Principal;
 
 pub const SESSION_COOKIE: &str = "lk_console";
 const PRE_COOKIE: &str = "lk_console_pre";
-/// Activity is written at most this often per session.
+/// Activity is written at most this often per session (or a quarter of
+/// the idle timeout, if shorter).
 const TOUCH_EVERY_MS: i64 = 60 * 1000;
 /// Most accounts one email signs in to at once.
 const MAX_ACCOUNTS: u32 = 20;
@@ -146,7 +147,7 @@ pub async fn current(app: &App, headers: &HeaderMap) -> Result<Option<Current>, 
         // Every account it signed in to was deleted.
         return end().await;
     }
-    if now.saturating_sub(s.seen_at) >= TOUCH_EVERY_MS {
+    if now.saturating_sub(s.seen_at) >= TOUCH_EVERY_MS.min(idle / 4) {
         app.store.touch_session(&digest, now).await?;
     }
     let csrf = mac(app, "csrf", &digest);
