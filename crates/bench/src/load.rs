@@ -39,6 +39,9 @@ pub enum Check {
     Token,
     /// An OAuth introspection of a live token: 200 and `"active":true`.
     Introspect,
+    /// A console page of a signed-in session: 200, the whole page, and
+    /// not the sign-in form.
+    Page,
 }
 
 impl Check {
@@ -76,6 +79,10 @@ impl Check {
             Check::Upstream => body == crate::upstream::BODY,
             Check::Token => contains(body, br#""access_token""#),
             Check::Introspect => contains(body, br#""active":true"#),
+            Check::Page => {
+                body.trim_ascii_end().ends_with(b"</html>")
+                    && !contains(body, b"Sign in to the console")
+            }
         }
     }
 }
@@ -240,6 +247,19 @@ impl Workload {
             auth,
             &[("grant_type", "client_credentials"), ("scope", scope)],
         )
+    }
+
+    /// `GET path` with `headers` (a console page, with its session cookie).
+    pub fn page(path: &str, headers: Vec<(HeaderName, HeaderValue)>) -> Workload {
+        Workload {
+            check: Check::Page,
+            method: Method::GET,
+            path: path.into(),
+            headers: Arc::new(headers),
+            auth: None,
+            body: None,
+            picks: Arc::new(Vec::new()),
+        }
     }
 
     /// `token=TOKEN` to an introspection endpoint.

@@ -6,6 +6,8 @@
 //! - `seed`: an organization and N keys through the HTTP API.
 //! - `suite`: warm-up and the interleaved rounds against a running server
 //!   (`--plan verify`, `protect` or `oauth`), appended to a JSON-lines file.
+//! - `console-seed`: apps, members, a usage log written through the store
+//!   and a console session, for `suite --plan console`.
 //! - `upstream`: the API behind latchkey's proxy: 200 `{"ok":true}` to
 //!   everything.
 //! - `propagation`: how long a revocation through one node takes to reach
@@ -13,6 +15,7 @@
 //! - `report`: the tables from such files; exits 1 if any run is void.
 
 mod client;
+mod console;
 mod load;
 mod procstat;
 mod propagation;
@@ -154,6 +157,27 @@ enum Command {
         #[arg(long, default_value = "server")]
         backend: String,
     },
+    /// For `suite --plan console`, after `seed`: apps and members through
+    /// the API, --rows usage log entries over the last --days written
+    /// through the store at --database, a console session of the root
+    /// key; what the suite needs goes to --out/console.json.
+    ConsoleSeed {
+        #[command(flatten)]
+        server: Server,
+        #[arg(long)]
+        out: PathBuf,
+        /// The server's database (`sqlite://...` or `postgres://...`).
+        #[arg(long)]
+        database: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        #[arg(long, default_value_t = 29.0)]
+        days: f64,
+        #[arg(long, default_value_t = 20)]
+        apps: usize,
+        #[arg(long, default_value_t = 20)]
+        members: usize,
+    },
     /// Warm-up, then interleaved rounds at -c N and at -c1, appended to --jsonl.
     Suite {
         #[command(flatten)]
@@ -162,7 +186,8 @@ enum Command {
         /// malformed), protect (healthz, forward-auth, healthz, direct,
         /// proxy, direct; needs --upstream) or oauth (healthz, token,
         /// peer-token, healthz, introspect, peer-introspect; needs --peer
-        /// and both servers' client credentials).
+        /// and both servers' client credentials) or console (the console's
+        /// pages; needs --dir where console-seed wrote).
         #[arg(long, default_value = "verify")]
         plan: String,
         /// The upstream behind the server's `[proxy]`, `http://host:port`.
@@ -351,6 +376,35 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
             if let Some(path) = jsonl {
                 suite::append(&path, &suite::seed_record(&backend, &r))?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ConsoleSeed {
+            server,
+            out,
+            database,
+            rows,
+            days,
+            apps,
+            members,
+        } => {
+            let target = Target::new(&server.url, Some(&server.root))?;
+            let r = console::seed(
+                &target,
+                &server.root,
+                &out,
+                &console::SeedArgs {
+                    database,
+                    rows,
+                    days,
+                    apps,
+                    members,
+                },
+            )
+            .await?;
+            eprintln!(
+                "console seed: {} keys, {} log entries, {apps} apps, {members} members, a session, in {:.1} s",
+                r.keys, r.log_rows, r.seconds
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Suite {

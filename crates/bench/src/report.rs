@@ -84,6 +84,21 @@ fn label(scenario: &str, keys: usize) -> String {
         "peer-token" => "peer: POST /token (client_credentials)".into(),
         "introspect" => "POST /oauth/introspect".into(),
         "peer-introspect" => "peer: POST /token/introspection".into(),
+        "console-keys" => "API keys, first page".into(),
+        "console-keys-deep" => "API keys, a page in the middle".into(),
+        "console-keys-search-name" => "API keys, search a name every key has".into(),
+        "console-keys-search-start" => "API keys, search a key's start".into(),
+        "console-key" => "one key".into(),
+        "console-keys-new" => "create-key form".into(),
+        "console-apps" => "OAuth apps".into(),
+        "console-members" => "Members".into(),
+        "console-logs-24h" => "API logs, 24 h, chart".into(),
+        "console-logs-7d" => "API logs, 7 days, chart".into(),
+        "console-logs-30d" => "API logs, 30 days, chart".into(),
+        "console-logs-key" => "API logs, 30 days, one key".into(),
+        "console-logs-code" => "API logs, 30 days, KEY_REVOKED".into(),
+        "console-logs-app" => "API logs, 30 days, one app".into(),
+        "console-logs-key-code" => "API logs, 30 days, one key, VALID".into(),
         other => other.into(),
     }
 }
@@ -344,6 +359,13 @@ pub fn render(records: &[Record]) -> Result<Report> {
         if passes.values().flatten().any(|r| r.scenario == "token") {
             oauth_section(&mut t, &passes, &mut goals, &mut notes)?;
         }
+        if passes
+            .values()
+            .flatten()
+            .any(|r| r.scenario.starts_with("console-"))
+        {
+            console_section(&mut t, &passes)?;
+        }
     }
 
     if !props.is_empty() {
@@ -563,6 +585,86 @@ const OAUTH_PAIRS: [(&str, &str, &str); 2] = [
     ("token", "peer-token", "client_credentials tokens/s"),
     ("introspect", "peer-introspect", "introspections/s"),
 ];
+
+/// `r`'s p50 and p99 over those of the nearest healthz run before and
+/// after it in the same pass (means of the two).
+fn latency_ratios(pass: &[&RunRecord], r: &RunRecord) -> Option<(f64, f64)> {
+    let before = pass
+        .iter()
+        .filter(|h| h.scenario == "healthz" && h.seq < r.seq)
+        .max_by_key(|h| h.seq);
+    let after = pass
+        .iter()
+        .filter(|h| h.scenario == "healthz" && h.seq > r.seq)
+        .min_by_key(|h| h.seq);
+    let base: Vec<&&RunRecord> = [before, after].into_iter().flatten().collect();
+    if base.is_empty() {
+        return None;
+    }
+    let mean = |f: fn(&RunStats) -> u64| {
+        base.iter().map(|h| f(&h.stats) as f64).sum::<f64>() / base.len() as f64
+    };
+    let (p50, p99) = (mean(|s| s.p50_us), mean(|s| s.p99_us));
+    (p50 > 0.0 && p99 > 0.0).then(|| (r.stats.p50_us as f64 / p50, r.stats.p99_us as f64 / p99))
+}
+
+/// The console's pages: p50 and p99 (medians over rounds) and each as a
+/// multiple of `GET /healthz`'s on the same server, in the same pass.
+fn console_section(t: &mut String, passes: &Passes) -> Result<()> {
+    writeln!(t, "\n### Console pages (median over rounds)\n")?;
+    writeln!(
+        t,
+        "Latency of each page as the load generator sees it on loopback (the server's time, plus a loopback round trip), and its p50 and p99 over those of the nearest `GET /healthz` runs before and after it.\n"
+    )?;
+    writeln!(
+        t,
+        "| backend | conns | page | p50 | p99 | p50 / healthz p50 | p99 / healthz p99 | req/s | server CPU | wrong/errors |"
+    )?;
+    writeln!(t, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for ((backend, conns), pass) in passes {
+        let mut order: Vec<&str> = Vec::new();
+        for r in pass.iter() {
+            if (r.scenario.starts_with("console-") || r.scenario == "healthz")
+                && !order.contains(&r.scenario.as_str())
+            {
+                order.push(&r.scenario);
+            }
+        }
+        for sc in order {
+            let of: Vec<&&RunRecord> = pass.iter().filter(|r| r.scenario == sc).collect();
+            let med_u = |f: fn(&RunStats) -> u64| {
+                median(of.iter().map(|r| f(&r.stats) as f64).collect()).map(|x| x as u64)
+            };
+            let ratios: Vec<(f64, f64)> = if sc == "healthz" {
+                Vec::new()
+            } else {
+                of.iter().filter_map(|r| latency_ratios(pass, r)).collect()
+            };
+            let r50 = median(ratios.iter().map(|r| r.0).collect());
+            let r99 = median(ratios.iter().map(|r| r.1).collect());
+            let rps = median(of.iter().map(|r| r.stats.rps).collect());
+            let cpu = median(of.iter().filter_map(|r| r.stats.server_cpu).collect());
+            let bad: u64 = of.iter().map(|r| r.stats.wrong + r.stats.errors).sum();
+            let x = |v: Option<f64>| v.map(|v| format!("{v:.1}×")).unwrap_or_else(|| "—".into());
+            writeln!(
+                t,
+                "| {backend} | {conns} | {} | {} | {} | {} | {} | {} | {} | {bad} |",
+                label(sc, 0),
+                med_u(|s| s.p50_us)
+                    .map(fmt_us)
+                    .unwrap_or_else(|| "—".into()),
+                med_u(|s| s.p99_us)
+                    .map(fmt_us)
+                    .unwrap_or_else(|| "—".into()),
+                x(r50),
+                x(r99),
+                rps.map(fmt_rps).unwrap_or_else(|| "—".into()),
+                fmt_pct(cpu),
+            )?;
+        }
+    }
+    Ok(())
+}
 
 fn fmt_ratio(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.2}")).unwrap_or_else(|| "—".into())

@@ -11,7 +11,11 @@
 //! - `oauth`: healthz, token, peer-token, healthz, introspect,
 //!   peer-introspect — client_credentials tokens and introspections from
 //!   latchkey and from a peer OAuth server (node-oidc-provider), each
-//!   introspection run on a token fetched just before it.
+//!   introspection run on a token fetched just before it;
+//! - `console`: each console page (keys, a deep page, both searches, a
+//!   key, the new-key form, apps, members, the logs over 24 h, 7 and 30
+//!   days and with each filter), `GET /healthz` between every few, with
+//!   the session `console-seed` opened (see `console`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +88,7 @@ pub enum Plan {
     Verify,
     Protect,
     OAuth,
+    Console,
 }
 
 impl Plan {
@@ -92,7 +97,8 @@ impl Plan {
             "verify" => Ok(Plan::Verify),
             "protect" => Ok(Plan::Protect),
             "oauth" => Ok(Plan::OAuth),
-            _ => bail!("unknown plan `{s}`: verify, protect or oauth"),
+            "console" => Ok(Plan::Console),
+            _ => bail!("unknown plan `{s}`: verify, protect, oauth or console"),
         }
     }
 }
@@ -253,7 +259,38 @@ fn plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
         Plan::Verify => verify_plan(target, a),
         Plan::Protect => protect_plan(target, a),
         Plan::OAuth => oauth_plan(target, a),
+        Plan::Console => console_plan(target, a),
     }
+}
+
+/// healthz, then the console pages three at a time with a healthz run
+/// after each three, so that every page has a healthz run close by.
+fn console_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
+    let dir = a
+        .dir
+        .as_deref()
+        .context("the console plan needs --dir (where console-seed wrote)")?;
+    let seed = crate::console::read(dir)?;
+    let cookie = crate::console::cookie_header(&seed)?;
+    let mut steps = vec![step("healthz", 0, target, Workload::healthz(), a)];
+    let mut warmups = Vec::new();
+    for (i, (name, path)) in crate::console::pages(&seed).into_iter().enumerate() {
+        warmups.push(steps.len());
+        steps.push(step(
+            name,
+            seed.keys,
+            target,
+            Workload::page(&path, vec![cookie.clone()]),
+            a,
+        ));
+        if i % 3 == 2 {
+            steps.push(step("healthz", 0, target, Workload::healthz(), a));
+        }
+    }
+    if steps.last().is_some_and(|s| s.name != "healthz") {
+        steps.push(step("healthz", 0, target, Workload::healthz(), a));
+    }
+    Ok((steps, warmups))
 }
 
 /// The seed directory and its keys (`verify` and `protect` plans).

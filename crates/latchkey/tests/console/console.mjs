@@ -72,6 +72,7 @@ async function axe(page, name) {
 // Shoots the page at 1280 and 360 px (full page) and runs axe at both.
 async function shoot(page, name) {
   out.pages_checked += 1;
+  await page.evaluate(() => document.activeElement?.blur?.());
   await axe(page, `${name} @1280`);
   const wide = `${SHOTS}/${name}-1280.png`;
   await page.screenshot({ path: wide, fullPage: true });
