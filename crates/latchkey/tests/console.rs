@@ -294,6 +294,35 @@ async fn sessions_and_headers(s: TestServer) {
     assert_page_headers(&keys);
     assert!(keys.text.contains(ADMIN));
     assert!(keys.text.contains("No API keys yet."), "the empty state");
+    // A link from another site: the browser holds the SameSite=Strict
+    // cookie back, so the page loads itself again from here (where it
+    // sends it) rather than asking to sign in.
+    let cross = s
+        .send(
+            Browser::new(&s)
+                .http
+                .get(s.at(&format!("/console/orgs/{org}/keys")))
+                .header("sec-fetch-site", "cross-site"),
+        )
+        .await;
+    assert_eq!(cross.status, 200);
+    assert_page_headers(&cross);
+    assert!(
+        cross.text.contains(&format!(
+            "http-equiv=\"refresh\" content=\"0; url=/console/orgs/{org}/keys\""
+        )),
+        "{}",
+        cross.text
+    );
+    let same = s
+        .send(
+            Browser::new(&s)
+                .http
+                .get(s.at(&format!("/console/orgs/{org}/keys")))
+                .header("sec-fetch-site", "same-origin"),
+        )
+        .await;
+    assert_eq!(same.status, 303, "from this site: to sign-in");
     // Signed in, the sign-in page sends to the console (or `next`).
     let r = b
         .get(&format!(

@@ -638,11 +638,18 @@ macro_rules! impl_store {
                 if let Some(v) = &q.code {
                     qb.push(" AND code = ").push_bind(v.clone());
                 }
-                if let Some(v) = q.since {
+                let (lo, hi) = $crate::logs::at_bounds(q, None);
+                if let Some(v) = lo {
                     qb.push(" AND at >= ").push_bind(v);
                 }
-                if let Some(v) = q.until {
-                    qb.push(" AND at < ").push_bind(v);
+                match hi {
+                    Some((v, true)) => {
+                        qb.push(" AND at <= ").push_bind(v);
+                    }
+                    Some((v, false)) => {
+                        qb.push(" AND at < ").push_bind(v);
+                    }
+                    None => {}
                 }
                 if let Some((at, id)) = &q.cursor {
                     qb.push(" AND (at, id) < (")

@@ -236,18 +236,30 @@ macro_rules! impl_console_store {
     ($store:ty, $db:ty, $search:expr, $fold:expr) => {
         impl $store {
             /// Pushes the filters of `q` that every log read shares (the
-            /// organization, time range, client and cursor).
-            fn push_log_range(qb: &mut sqlx::QueryBuilder<$db>, q: &$crate::LogQuery) {
+            /// organization, time range, client and cursor), the range as
+            /// single bounds (`logs::at_bounds`): from `stop` on, if given.
+            fn push_log_range(
+                qb: &mut sqlx::QueryBuilder<$db>,
+                q: &$crate::LogQuery,
+                stop: Option<i64>,
+            ) {
                 qb.push(" FROM logs WHERE org_id = ")
                     .push_bind(q.org_id.clone());
                 if let Some(v) = &q.client_id {
                     qb.push(" AND client_id = ").push_bind(v.clone());
                 }
-                if let Some(v) = q.since {
+                let (lo, hi) = $crate::logs::at_bounds(q, stop);
+                if let Some(v) = lo {
                     qb.push(" AND at >= ").push_bind(v);
                 }
-                if let Some(v) = q.until {
-                    qb.push(" AND at < ").push_bind(v);
+                match hi {
+                    Some((v, true)) => {
+                        qb.push(" AND at <= ").push_bind(v);
+                    }
+                    Some((v, false)) => {
+                        qb.push(" AND at < ").push_bind(v);
+                    }
+                    None => {}
                 }
                 if let Some((at, id)) = &q.cursor {
                     qb.push(" AND (at, id) < (")
@@ -408,7 +420,7 @@ macro_rules! impl_console_store {
                 // and whether any entry follows it, found on the index
                 // alone (no row: fewer remain).
                 let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT at, id");
-                Self::push_log_range(&mut qb, q);
+                Self::push_log_range(&mut qb, q, None);
                 qb.push(" ORDER BY at DESC, id DESC LIMIT 2 OFFSET ")
                     .push_bind(i64::from(window.max(1)) - 1);
                 let rows = qb
@@ -423,7 +435,7 @@ macro_rules! impl_console_store {
                 let more = rows.len() > 1;
                 let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT ");
                 qb.push($crate::logs::LOG_COLS);
-                Self::push_log_range(&mut qb, q);
+                Self::push_log_range(&mut qb, q, edge.as_ref().map(|e| e.0));
                 if let Some((at, id)) = &edge {
                     qb.push(" AND (at, id) >= (")
                         .push_bind(*at)

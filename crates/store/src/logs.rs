@@ -116,6 +116,26 @@ pub(crate) fn hour_counts(entries: &[LogEntry]) -> Vec<(String, i64, String, i64
         .collect()
 }
 
+/// The time range of a log read as single bounds on `at`: the highest
+/// lower bound (`since`, or where a bounded read must stop) and the
+/// lowest upper bound (`until`, exclusive, or the cursor's time,
+/// inclusive). SQLite starts an index range at one bound per side, and
+/// not at a row value: given two, it may pick the looser, and a page deep
+/// in the log would then read every entry before it.
+pub(crate) fn at_bounds(q: &LogQuery, stop: Option<i64>) -> (Option<i64>, Option<(i64, bool)>) {
+    let lo = match (q.since, stop) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let hi = match (q.until, &q.cursor) {
+        (Some(u), Some((c, _))) if *c < u => Some((*c, true)),
+        (Some(u), _) => Some((u, false)),
+        (None, Some((c, _))) => Some((*c, true)),
+        (None, None) => None,
+    };
+    (lo, hi)
+}
+
 /// Most entries deleted by one statement when pruning, so that the
 /// write lock is released between chunks.
 pub(crate) const PRUNE_CHUNK: i64 = 10_000;
@@ -229,4 +249,37 @@ where
         event,
         id,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_bound_a_side() {
+        let q = |since, until, cursor: Option<i64>| LogQuery {
+            since,
+            until,
+            cursor: cursor.map(|c| (c, "log_x".to_owned())),
+            ..LogQuery::default()
+        };
+        assert_eq!(at_bounds(&q(None, None, None), None), (None, None));
+        assert_eq!(
+            at_bounds(&q(Some(10), Some(100), None), Some(50)),
+            (Some(50), Some((100, false)))
+        );
+        assert_eq!(
+            at_bounds(&q(Some(60), Some(100), Some(80)), Some(50)),
+            (Some(60), Some((80, true))),
+            "the cursor is the tighter upper bound"
+        );
+        assert_eq!(
+            at_bounds(&q(None, Some(100), Some(120)), None),
+            (None, Some((100, false)))
+        );
+        assert_eq!(
+            at_bounds(&q(None, None, Some(7)), Some(3)),
+            (Some(3), Some((7, true)))
+        );
+    }
 }

@@ -214,7 +214,7 @@ impl Ctx {
         here: &str,
     ) -> Result<Ctx, Fail> {
         let Some(current) = session::current(app, headers).await? else {
-            return Err(Fail::SignIn(here.to_owned()));
+            return Err(session::signed_out(headers, here));
         };
         let who = match &current.root {
             Some(p) => Who::Root(p.clone()),
@@ -341,6 +341,10 @@ impl Layout {
 pub enum Fail {
     /// No session: to the sign-in page, then back to this path.
     SignIn(String),
+    /// No session cookie on a navigation from another site: the
+    /// `SameSite=Strict` cookie was held back. Load this path again from
+    /// here, where the browser sends it.
+    Reload(String),
     /// Not there, or not this session's to see (the same answer).
     NotFound,
     /// Seen, but not this person's to change.
@@ -378,6 +382,13 @@ impl From<ApiError> for Fail {
 }
 
 #[derive(Template)]
+#[template(path = "console/reload.html")]
+struct ReloadPage {
+    layout: Layout,
+    here: String,
+}
+
+#[derive(Template)]
 #[template(path = "console/error.html")]
 struct ErrorPage {
     layout: Layout,
@@ -404,6 +415,20 @@ impl Fail {
                     to = format!("{to}?{q}");
                 }
                 return see_other(&to);
+            }
+            Fail::Reload(here) => {
+                let page = ReloadPage {
+                    layout: Layout {
+                        base: base.clone(),
+                        title: "Opening the console".to_owned(),
+                        org: None,
+                        tab: "",
+                        who: None,
+                        csrf: String::new(),
+                    },
+                    here,
+                };
+                return page_response(StatusCode::OK, &page);
             }
             Fail::NotFound => (
                 StatusCode::NOT_FOUND,

@@ -159,6 +159,22 @@ pub async fn current(app: &App, headers: &HeaderMap) -> Result<Option<Current>, 
     }))
 }
 
+/// Why a request has no session: signed out (to the sign-in page, then
+/// back to `here`), or, on a navigation from another site without the
+/// session cookie, maybe only held back by `SameSite=Strict` (a link to
+/// the console from the API's own site): then the page loads `here`
+/// again from this site, where the browser sends it.
+pub fn signed_out(headers: &HeaderMap, here: &str) -> Fail {
+    let cross_site = headers
+        .get("sec-fetch-site")
+        .is_some_and(|v| v.as_bytes() == b"cross-site");
+    if cross_site && read_token_cookie(headers, SESSION_COOKIE).is_none() {
+        Fail::Reload(here.to_owned())
+    } else {
+        Fail::SignIn(here.to_owned())
+    }
+}
+
 fn cookie(app: &App, name: &str, value: &str, max_age: Option<i64>) -> Option<HeaderValue> {
     let url = app.config.public_url();
     let secure = if url.starts_with("https://") {
@@ -246,7 +262,10 @@ pub async fn home(State(app): AppState, headers: HeaderMap) -> Response {
     let r = async {
         let base = base_path(app.config.public_url());
         let Some(c) = current(&app, &headers).await? else {
-            return Ok(see_other(&format!("{base}{PREFIX}/sign-in")));
+            return match signed_out(&headers, &format!("{base}{PREFIX}")) {
+                Fail::Reload(here) => Err(Fail::Reload(here)),
+                _ => Ok(see_other(&format!("{base}{PREFIX}/sign-in"))),
+            };
         };
         if c.root.is_none()
             && let [one] = c.accounts.as_slice()

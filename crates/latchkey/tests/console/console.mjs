@@ -279,6 +279,15 @@ await page.locator("#q").fill("zzz-nothing");
 await page.waitForSelector("text=No key matches.");
 check(true, "a search without results says so");
 
+// A link to the console from another site (the API's docs): the
+// SameSite=Strict cookie is held back on that navigation, and the console
+// still opens signed in.
+await page.goto("about:blank");
+await page.setContent(`<a id="go" href="${org}/logs">Your API logs</a>`);
+await page.click("#go");
+await page.waitForURL(/\/logs$/);
+check(await tab(page, "API logs").isVisible(), "a link from another site opens the console signed in");
+
 // Sign out: the session ends.
 await page.getByRole("button", { name: "Sign out" }).click();
 await page.waitForURL(/sign-in/);
