@@ -770,12 +770,6 @@ async fn serve(loaded: Loaded) -> Result<ExitCode, Failure> {
             tracing::info!(path = %p, "created a new master key file (mode 0600): back it up")
         }
     }
-    for section in c.inactive_sections() {
-        tracing::warn!(
-            section,
-            "this config section is validated but not acted on by this version yet"
-        );
-    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;

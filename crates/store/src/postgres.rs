@@ -73,6 +73,11 @@ impl PgStore {
                 "oauth",
                 include_str!("../migrations/postgres/0005_oauth.sql"),
             ),
+            (
+                6,
+                "used jtis",
+                include_str!("../migrations/postgres/0006_used_jtis.sql"),
+            ),
         ])
     }
 

@@ -105,6 +105,11 @@ impl SqliteStore {
                 "oauth",
                 include_str!("../migrations/sqlite/0005_oauth.sql"),
             ),
+            (
+                6,
+                "used jtis",
+                include_str!("../migrations/sqlite/0006_used_jtis.sql"),
+            ),
         ])
     }
 
