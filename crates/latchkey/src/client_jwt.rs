@@ -74,7 +74,10 @@ pub fn parse(token: &str) -> Result<Jws<'_>, Refusal> {
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err(if token.split('.').count() == 5 {
+        // A JWE: header, encrypted key (empty for `dir`), IV, ciphertext, tag.
+        let jwe: Vec<&str> = token.split('.').collect();
+        let is_jwe = matches!(jwe.as_slice(), [h, _, iv, ct, tag] if ![h, iv, ct, tag].iter().any(|p| p.is_empty()));
+        return Err(if is_jwe {
             invalid("This is an encrypted JWT (JWE, five parts): send a signed JWT (JWS).")
         } else {
             invalid("A signed JWT has three base64url parts separated by dots.")

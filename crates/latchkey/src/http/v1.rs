@@ -422,12 +422,6 @@ async fn verify(
 ) -> Result<Json<VerifyAnswer>, ApiError> {
     p.require("verify")?;
     let mut errors = Vec::new();
-    if req.credential.len() > 4096 {
-        errors.push(FieldError {
-            field: "credential".into(),
-            message: "At most 4096 bytes.".into(),
-        });
-    }
     if req.required_scopes.len() > latchkey_core::scope::MAX_SCOPES {
         errors.push(FieldError {
             field: "required_scopes".into(),
