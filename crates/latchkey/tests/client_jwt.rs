@@ -20,7 +20,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Resp, TestServer};
+use common::{Backend, Resp, TestServer, clients_dir, runs, tool_or_skip};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -56,6 +56,8 @@ struct Signer {
     /// The public JWK (with `kid`), or `None` for HS256.
     jwk: Option<Value>,
     kid: Option<String>,
+    /// The private key as PKCS#8 PEM, for the scripts.
+    pem: Option<String>,
 }
 
 fn pkcs8_pem(der: &[u8]) -> String {
@@ -70,24 +72,31 @@ fn pkcs8_pem(der: &[u8]) -> String {
 
 fn signer(alg: Algorithm, kid: &str) -> Signer {
     let rng = SystemRandom::new();
-    let key = match alg {
-        Algorithm::ES256 => EncodingKey::from_ec_der(
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .unwrap()
-                .as_ref(),
-        ),
-        Algorithm::EdDSA => {
-            EncodingKey::from_ed_der(Ed25519KeyPair::generate_pkcs8v1(&rng).unwrap().as_ref())
-        }
+    let der: Vec<u8> = match alg {
+        Algorithm::ES256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .unwrap()
+            .as_ref()
+            .to_vec(),
+        Algorithm::EdDSA => Ed25519KeyPair::generate_pkcs8v1(&rng)
+            .unwrap()
+            .as_ref()
+            .to_vec(),
         Algorithm::RS256 => {
             use aws_lc_rs::encoding::AsDer;
-            let der = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
+            aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048)
                 .unwrap()
                 .as_der()
-                .unwrap();
-            EncodingKey::from_rsa_pem(pkcs8_pem(der.as_ref()).as_bytes()).unwrap()
+                .unwrap()
+                .as_ref()
+                .to_vec()
         }
         other => panic!("no public-key signer for {other:?}"),
+    };
+    let pem = pkcs8_pem(&der);
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_der(&der),
+        Algorithm::EdDSA => EncodingKey::from_ed_der(&der),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
     };
     let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, alg).unwrap()).unwrap();
     jwk["kid"] = json!(kid);
@@ -97,6 +106,7 @@ fn signer(alg: Algorithm, kid: &str) -> Signer {
         key,
         jwk: Some(jwk),
         kid: Some(kid.to_owned()),
+        pem: Some(pem),
     }
 }
 
@@ -106,6 +116,7 @@ fn hmac_signer(secret: &str) -> Signer {
         key: EncodingKey::from_secret(secret.as_bytes()),
         jwk: None,
         kid: None,
+        pem: None,
     }
 }
 
@@ -539,6 +550,7 @@ async fn the_attack_suite(s: TestServer) {
             key: EncodingKey::from_secret(secret.as_bytes()),
             jwk: None,
             kid: None,
+            pem: None,
         };
         let t = confused.sign(&claims(client_id));
         case(name, t, "is not");
@@ -985,3 +997,294 @@ async fn changes_to_the_client_hold_at_once(s: TestServer) {
     );
 }
 both!(changes_to_the_client_hold_at_once, &config(""));
+
+// ------------------------------------------------- the documented examples
+
+/// The fenced code blocks of `lang` in docs/client-jwt.md.
+fn doc_blocks(lang: &str) -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/client-jwt.md");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        match &mut current {
+            None if line.trim_end() == format!("```{lang}") => current = Some(String::new()),
+            Some(b) if line.trim_end() == "```" => {
+                blocks.push(std::mem::take(b));
+                current = None;
+            }
+            Some(b) => {
+                b.push_str(line);
+                b.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+/// Runs `program args` in `dir` with `env`; answers its stdout's one line.
+fn run(program: &str, args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        out.status.success(),
+        "{program} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        1,
+        "{program} printed more than a token: {stdout}"
+    );
+    stdout
+}
+
+/// Every example on docs/client-jwt.md, exactly as written, signs a token
+/// a real server accepts: Python (PyJWT), Node (jose), Go (standard
+/// library) and shell (openssl).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_examples_sign_tokens_latchkey_accepts() {
+    let Some(s) = TestServer::start_with(Backend::Sqlite, &config(""), &[]).await else {
+        return;
+    };
+    let org = s.org().await;
+    let (hs_id, hs_secret) = client(&s, &org, "HS256", &[]).await;
+    let ed = signer(Algorithm::EdDSA, "ed-2026-12");
+    let (ed_id, _) = client(&s, &org, "EdDSA", &[&ed]).await;
+    let es = signer(Algorithm::ES256, "es-2026-12");
+    let (es_id, _) = client(&s, &org, "ES256", &[&es]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ed_pem = dir.path().join("ed25519.pem");
+    std::fs::write(&ed_pem, ed.pem.as_ref().unwrap()).unwrap();
+    let es_pem = dir.path().join("p256.pem");
+    std::fs::write(&es_pem, es.pem.as_ref().unwrap()).unwrap();
+
+    let python = doc_blocks("python");
+    let js = doc_blocks("js");
+    let go = doc_blocks("go");
+    let sh = doc_blocks("sh");
+    let [python, js, go] = [&python, &js, &go].map(|b| {
+        assert_eq!(b.len(), 1, "one example per language: {b:?}");
+        b[0].clone()
+    });
+    // The shell blocks: the registration curls, then the signing one.
+    let sh = sh
+        .iter()
+        .find(|b| b.contains("openssl dgst"))
+        .expect("the shell example")
+        .clone();
+
+    let mut tokens: Vec<(&str, String, &str, bool)> = Vec::new();
+    let has_pyjwt = runs("python3")
+        && std::process::Command::new("python3")
+            .args(["-c", "import jwt, cryptography"])
+            .status()
+            .is_ok_and(|st| st.success());
+    if tool_or_skip(
+        has_pyjwt,
+        "python3 with PyJWT (tests/clients/python/requirements.txt)",
+    )
+    .is_some()
+    {
+        let env = [
+            ("CLIENT_ID", hs_id.as_str()),
+            ("CLIENT_SECRET", hs_secret.as_str()),
+            ("API_AUDIENCE", AUD),
+        ];
+        tokens.push((
+            "python",
+            run("python3", &["-c", &python], dir.path(), &env),
+            hs_id.as_str(),
+            true,
+        ));
+    }
+    let node_dir = clients_dir().join("node");
+    let has_jose = runs("node") && node_dir.join("node_modules/jose").is_dir();
+    if tool_or_skip(has_jose, "node with jose (npm ci in tests/clients/node)").is_some() {
+        let key = ed_pem.to_str().unwrap();
+        let env = [
+            ("CLIENT_ID", ed_id.as_str()),
+            ("PRIVATE_KEY_FILE", key),
+            ("KEY_ID", "ed-2026-12"),
+            ("API_AUDIENCE", AUD),
+        ];
+        let t = run("node", &["--input-type=module", "-e", &js], &node_dir, &env);
+        tokens.push(("node", t, ed_id.as_str(), true));
+    }
+    let has_go = std::process::Command::new("go")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if tool_or_skip(has_go, "go (Debian's golang-go)").is_some() {
+        let main = dir.path().join("main.go");
+        std::fs::write(&main, &go).unwrap();
+        let cache = dir.path().join("gocache");
+        let key = es_pem.to_str().unwrap();
+        let env = [
+            ("CLIENT_ID", es_id.as_str()),
+            ("PRIVATE_KEY_FILE", key),
+            ("KEY_ID", "es-2026-12"),
+            ("API_AUDIENCE", AUD),
+            ("GOCACHE", cache.to_str().unwrap()),
+        ];
+        let t = run("go", &["run", main.to_str().unwrap()], dir.path(), &env);
+        tokens.push(("go", t, es_id.as_str(), true));
+    }
+    if tool_or_skip(
+        runs("openssl") || std::path::Path::new("/usr/bin/openssl").exists(),
+        "openssl",
+    )
+    .is_some()
+    {
+        let env = [
+            ("CLIENT_ID", hs_id.as_str()),
+            ("CLIENT_SECRET", hs_secret.as_str()),
+            ("API_AUDIENCE", AUD),
+        ];
+        tokens.push((
+            "sh",
+            run("sh", &["-c", &sh], dir.path(), &env),
+            hs_id.as_str(),
+            false,
+        ));
+    }
+
+    for (lang, token, client_id, scoped) in &tokens {
+        s.remember(token);
+        let v = verify(&s, token, &["documents.read"]).await;
+        assert_valid(&v, client_id);
+        assert_eq!(v["subject"], "billing-worker", "{lang}: {v}");
+        let want: &[&str] = if *scoped {
+            &["documents.read"]
+        } else {
+            &["documents.read", "documents.write"]
+        };
+        assert_eq!(v["scopes"], json!(want), "{lang}: {v}");
+        // Good for the five minutes the examples give, and no more.
+        let exp = time::OffsetDateTime::parse(
+            v["expires_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+        .unix_timestamp();
+        assert!((exp - now() - 300).abs() <= 5, "{lang}: expires {exp}");
+    }
+}
+
+// ------------------------------------------------------------------- CLI
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_create_with_jwt_auth_from_the_cli() {
+    let Some(s) = TestServer::start_with(Backend::Sqlite, &config(""), &[]).await else {
+        return;
+    };
+    let org = s.org().await;
+    let k = signer(Algorithm::EdDSA, "cli-key");
+    let dir = tempfile::tempdir().unwrap();
+    let jwk_file = dir.path().join("key.json");
+    // One JWK on its own is taken as a key set of one.
+    std::fs::write(&jwk_file, k.jwk.as_ref().unwrap().to_string()).unwrap();
+    let out = s.cli(&[
+        "--json",
+        "clients",
+        "create",
+        "--org",
+        &org,
+        "--name",
+        "signer",
+        "--scopes",
+        "documents.read",
+        "--jwt-alg",
+        "EdDSA",
+        "--jwks-file",
+        jwk_file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    s.remember(v["client_secret"].as_str().unwrap());
+    assert_eq!(v["jwt_auth"], json!({"alg": "EdDSA"}));
+    assert_eq!(v["jwks"]["keys"][0]["kid"], "cli-key");
+    let id = v["client_id"].as_str().unwrap().to_owned();
+
+    let token = k.sign(&claims(&id));
+    let out = s.cli(&["--json", "verify", &token]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_valid(&v, &id);
+    // A forged one: refused, exit code 1.
+    let forged = signer(Algorithm::EdDSA, "cli-key").sign(&claims(&id));
+    let out = s.cli(&["verify", &forged]);
+    assert_eq!(out.status.code(), Some(1));
+
+    // Text output names the algorithm; a bad file is a usage error (2).
+    let out = s.cli(&[
+        "clients",
+        "create",
+        "--org",
+        &org,
+        "--name",
+        "hs",
+        "--jwt-alg",
+        "HS256",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("client JWTs:   HS256"), "{text}");
+    let secret = text
+        .split_whitespace()
+        .find(|w| w.starts_with("lk_cs_"))
+        .unwrap()
+        .to_owned();
+    s.remember(&secret);
+    let out = s.cli(&[
+        "clients",
+        "create",
+        "--org",
+        &org,
+        "--name",
+        "x",
+        "--jwt-alg",
+        "EdDSA",
+        "--jwks-file",
+        "/nonexistent/keys.json",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    // A refused registration (RS256 without an RSA key) exits 1.
+    let out = s.cli(&[
+        "clients",
+        "create",
+        "--org",
+        &org,
+        "--name",
+        "x",
+        "--jwt-alg",
+        "RS256",
+        "--jwks-file",
+        jwk_file.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
