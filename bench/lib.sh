@@ -1,4 +1,4 @@
-# Helpers shared by bench/run.sh and bench/protect.sh: sourced, not run.
+# Helpers shared by bench/run.sh, bench/protect.sh and bench/jwt.sh: sourced, not run.
 # The sourcing script sets ROOT_DIR and `set -euo pipefail` first.
 #
 # Every process started here is remembered by its PID and stopped by that

@@ -11,7 +11,9 @@
 //! - `oauth`: healthz, token, peer-token, healthz, introspect,
 //!   peer-introspect — client_credentials tokens and introspections from
 //!   latchkey and from a peer OAuth server (node-oidc-provider), each
-//!   introspection run on a token fetched just before it.
+//!   introspection run on a token fetched just before it;
+//! - `jwt`: healthz, jwt-hs256, jwt-eddsa, healthz, jwt-es256 — verify of
+//!   client-signed JWTs, each request one of 1,000 distinct tokens.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +86,7 @@ pub enum Plan {
     Verify,
     Protect,
     OAuth,
+    Jwt,
 }
 
 impl Plan {
@@ -92,7 +95,8 @@ impl Plan {
             "verify" => Ok(Plan::Verify),
             "protect" => Ok(Plan::Protect),
             "oauth" => Ok(Plan::OAuth),
-            _ => bail!("unknown plan `{s}`: verify, protect or oauth"),
+            "jwt" => Ok(Plan::Jwt),
+            _ => bail!("unknown plan `{s}`: verify, protect, oauth or jwt"),
         }
     }
 }
@@ -253,6 +257,7 @@ fn plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
         Plan::Verify => verify_plan(target, a),
         Plan::Protect => protect_plan(target, a),
         Plan::OAuth => oauth_plan(target, a),
+        Plan::Jwt => jwt_plan(target, a),
     }
 }
 
@@ -328,6 +333,42 @@ fn protect_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>
         step("direct", hot_n, upstream, documents, a),
     ];
     Ok((steps, vec![1, 4]))
+}
+
+/// healthz, jwt-hs256, jwt-eddsa, healthz, jwt-es256: each algorithm's
+/// run has a healthz run on at least one side in its round.
+fn jwt_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
+    let dir = a
+        .dir
+        .as_deref()
+        .context("the jwt plan needs --dir (written by seed-jwts)")?;
+    let mut runs = Vec::new();
+    for (name, (_, file)) in ["jwt-hs256", "jwt-eddsa", "jwt-es256"]
+        .into_iter()
+        .zip(crate::jwt::ALGS)
+    {
+        let tokens = seed::read_keys(&dir.join(file))?;
+        let n = tokens.len();
+        runs.push(step(
+            name,
+            n,
+            target,
+            Workload::verify(Check::Valid, &tokens, None)?,
+            a,
+        ));
+    }
+    let mut runs = runs.into_iter();
+    let (Some(hs), Some(ed), Some(es)) = (runs.next(), runs.next(), runs.next()) else {
+        bail!("three algorithms");
+    };
+    let steps = vec![
+        step("healthz", 0, target, Workload::healthz(), a),
+        hs,
+        ed,
+        step("healthz", 0, target, Workload::healthz(), a),
+        es,
+    ];
+    Ok((steps, vec![1, 2, 4]))
 }
 
 /// healthz, token, peer-token, healthz, introspect, peer-introspect: each

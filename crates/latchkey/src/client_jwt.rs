@@ -4,8 +4,9 @@
 //! Pure code: no store, no HTTP, no clock. [`parse`] splits and decodes a
 //! compact JWS strictly, [`Jws::verify`] checks it against one client's
 //! registered keys and the instance's [`Policy`]. Signatures are checked
-//! by jsonwebtoken (aws-lc-rs); the parsing is ours, because the checks
-//! this credential needs are stricter than a general JWT decoder's:
+//! by aws-lc-rs (keys parsed once per client record; RSA through
+//! jsonwebtoken); the parsing is ours, because the checks this credential
+//! needs are stricter than a general JWT decoder's:
 //!
 //! - **The client's registration picks the algorithm.** The header's
 //!   `alg` must equal the client's `jwt_auth.alg` exactly, before any key
@@ -60,8 +61,10 @@ pub struct Jws<'a> {
     claims: Map<String, Value>,
     /// `header.payload`, what the signature covers.
     signing_input: &'a str,
-    /// The third part, base64url (checked to decode).
-    signature: &'a str,
+    /// The third part, base64url.
+    signature_b64: &'a str,
+    /// The third part, decoded.
+    signature: Vec<u8>,
 }
 
 /// Splits and decodes `token`: three non-empty base64url parts, the
@@ -91,16 +94,15 @@ pub fn parse(token: &str) -> Result<Jws<'_>, Refusal> {
     }
     let header = object(h, "header")?;
     let claims = object(p, "claims")?;
-    if URL_SAFE_NO_PAD.decode(s).is_err() {
-        return Err(invalid(
-            "The token's signature is not base64url (without padding).",
-        ));
-    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| invalid("The token's signature is not base64url (without padding)."))?;
     Ok(Jws {
         header,
         claims,
         signing_input: token.get(..h.len() + 1 + p.len()).unwrap_or_default(),
-        signature: s,
+        signature_b64: s,
+        signature,
     })
 }
 
@@ -222,13 +224,59 @@ impl ClientAlg {
             ClientAlg::RS256 => "RS256",
         }
     }
+}
 
-    fn algorithm(self) -> Algorithm {
+/// A key a client's JWTs are verified with, parsed once (when the
+/// client record is read), not per token.
+enum VerifyKey {
+    /// HS256: the client secret (boxed: its HMAC state is 1 KiB).
+    Hmac(Box<aws_lc_rs::hmac::Key>),
+    /// Ed25519 or P-256, parsed and checked to be on its curve.
+    Parsed(aws_lc_rs::signature::ParsedPublicKey),
+    /// RSA, from the JWK's `n` and `e` (jsonwebtoken's key).
+    Rsa(DecodingKey),
+}
+
+impl VerifyKey {
+    /// Whether `signature` (also given as base64url) signs `input`. HMACs
+    /// are compared in constant time (aws-lc-rs's `hmac::verify`).
+    fn verifies(&self, input: &[u8], signature: &[u8], signature_b64: &str) -> bool {
         match self {
-            ClientAlg::HS256 => Algorithm::HS256,
-            ClientAlg::ES256 => Algorithm::ES256,
-            ClientAlg::EdDSA => Algorithm::EdDSA,
-            ClientAlg::RS256 => Algorithm::RS256,
+            VerifyKey::Hmac(k) => aws_lc_rs::hmac::verify(k, input, signature).is_ok(),
+            VerifyKey::Parsed(k) => k.verify_sig(input, signature).is_ok(),
+            VerifyKey::Rsa(k) => {
+                jsonwebtoken::crypto::verify(signature_b64, input, k, Algorithm::RS256)
+                    .unwrap_or(false)
+            }
+        }
+    }
+
+    /// The verification key of a registered public JWK, if it is a key
+    /// of `alg`'s type.
+    fn of_jwk(alg: ClientAlg, jwk: &Value) -> Option<VerifyKey> {
+        use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED, ED25519, ParsedPublicKey};
+        let (fits, key) = crate::jose::decoding_key(jwk)?;
+        let member = |name: &str| {
+            jwk.get(name)
+                .and_then(Value::as_str)
+                .and_then(|v| URL_SAFE_NO_PAD.decode(v).ok())
+        };
+        match (alg, fits) {
+            (ClientAlg::RS256, crate::jose::SigningAlg::RS256) => Some(VerifyKey::Rsa(key)),
+            (ClientAlg::EdDSA, crate::jose::SigningAlg::EdDSA) => {
+                ParsedPublicKey::new(&ED25519, member("x")?)
+                    .ok()
+                    .map(VerifyKey::Parsed)
+            }
+            (ClientAlg::ES256, crate::jose::SigningAlg::ES256) => {
+                let mut point = vec![4u8];
+                point.extend(member("x")?);
+                point.extend(member("y")?);
+                ParsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                    .ok()
+                    .map(VerifyKey::Parsed)
+            }
+            _ => None,
         }
     }
 }
@@ -240,7 +288,7 @@ pub struct ClientKeys {
     alg: ClientAlg,
     /// HS256: the client secret (one key, no kid). Otherwise each of the
     /// client's `jwks` keys that fits the algorithm, with its kid.
-    keys: Vec<(Option<String>, DecodingKey)>,
+    keys: Vec<(Option<String>, VerifyKey)>,
 }
 
 impl std::fmt::Debug for ClientKeys {
@@ -259,19 +307,22 @@ impl ClientKeys {
         ClientKeys {
             client_id: client_id.to_owned(),
             alg: ClientAlg::HS256,
-            keys: vec![(None, DecodingKey::from_secret(secret))],
+            keys: vec![(
+                None,
+                VerifyKey::Hmac(Box::new(aws_lc_rs::hmac::Key::new(
+                    aws_lc_rs::hmac::HMAC_SHA256,
+                    secret,
+                ))),
+            )],
         }
     }
 
     /// ES256, EdDSA or RS256 with the keys of `jwks` (`{"keys": [...]}`)
     /// that fit `alg`; `None` if none does (or `alg` is HS256).
     pub fn public(client_id: &str, alg: ClientAlg, jwks: &Value) -> Option<ClientKeys> {
-        let wanted = match alg {
-            ClientAlg::HS256 => return None,
-            ClientAlg::ES256 => crate::jose::SigningAlg::ES256,
-            ClientAlg::EdDSA => crate::jose::SigningAlg::EdDSA,
-            ClientAlg::RS256 => crate::jose::SigningAlg::RS256,
-        };
+        if alg == ClientAlg::HS256 {
+            return None;
+        }
         let keys: Vec<_> = jwks
             .get("keys")?
             .as_array()?
@@ -283,9 +334,9 @@ impl ClientKeys {
                     .is_none_or(|a| a == alg.as_str())
             })
             .filter_map(|jwk| {
-                let (fits, key) = crate::jose::decoding_key(jwk)?;
+                let key = VerifyKey::of_jwk(alg, jwk)?;
                 let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_owned);
-                (fits == wanted).then_some((kid, key))
+                Some((kid, key))
             })
             .collect();
         (!keys.is_empty()).then(|| ClientKeys {
@@ -386,14 +437,11 @@ impl Jws<'_> {
         policy: &Policy<'_>,
     ) -> Result<(), Refusal> {
         let key = self.check_header(client, policy)?;
-        let good = jsonwebtoken::crypto::verify(
-            self.signature,
+        if !key.verifies(
             self.signing_input.as_bytes(),
-            key,
-            client.alg.algorithm(),
-        )
-        .unwrap_or(false);
-        if !good {
+            &self.signature,
+            self.signature_b64,
+        ) {
             return Err(invalid(
                 "The token's signature does not verify with this client's key.",
             ));
@@ -406,7 +454,7 @@ impl Jws<'_> {
         &self,
         client: &'k ClientKeys,
         policy: &Policy<'_>,
-    ) -> Result<&'k DecodingKey, Refusal> {
+    ) -> Result<&'k VerifyKey, Refusal> {
         let h = &self.header;
         let pinned = client.alg.as_str();
         match h.get("alg") {
