@@ -14,13 +14,11 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Backend, Resp, TestServer, clients_dir, runs, tool_or_skip};
+use common::{Backend, Resp, TestServer, clients_dir, now, runs, tool_or_skip};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -33,16 +31,6 @@ fn config(extra: &str) -> String {
         "{}\n[jwt_auth]\naudience = \"{AUD}\"\nmax_lifetime = \"1h\"\nleeway = \"30s\"\n{extra}",
         common::ROUTES
     )
-}
-
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
 }
 
 fn b64(v: &Value) -> String {
@@ -1081,81 +1069,102 @@ async fn the_documented_examples_sign_tokens_latchkey_accepts() {
         .expect("the shell example")
         .clone();
 
-    let mut tokens: Vec<(&str, String, &str, bool)> = Vec::new();
-    let has_pyjwt = runs("python3")
-        && std::process::Command::new("python3")
-            .args(["-c", "import jwt, cryptography"])
-            .status()
-            .is_ok_and(|st| st.success());
-    if tool_or_skip(
-        has_pyjwt,
-        "python3 with PyJWT (tests/clients/python/requirements.txt)",
-    )
-    .is_some()
-    {
-        let env = [
-            ("CLIENT_ID", hs_id.as_str()),
-            ("CLIENT_SECRET", hs_secret.as_str()),
-            ("API_AUDIENCE", AUD),
-        ];
-        tokens.push((
-            "python",
-            run("python3", &["-c", &python], dir.path(), &env),
-            hs_id.as_str(),
-            true,
-        ));
+    struct Example<'a> {
+        lang: &'static str,
+        /// Whether its tool is here, and what to install if not.
+        available: bool,
+        needs: &'static str,
+        program: &'static str,
+        args: Vec<String>,
+        dir: std::path::PathBuf,
+        env: Vec<(&'static str, String)>,
+        client_id: &'a str,
+        /// The example names a `scope` (documents.read).
+        scoped: bool,
     }
     let node_dir = clients_dir().join("node");
-    let has_jose = runs("node") && node_dir.join("node_modules/jose").is_dir();
-    if tool_or_skip(has_jose, "node with jose (npm ci in tests/clients/node)").is_some() {
-        let key = ed_pem.to_str().unwrap();
-        let env = [
-            ("CLIENT_ID", ed_id.as_str()),
-            ("PRIVATE_KEY_FILE", key),
-            ("KEY_ID", "ed-2026-12"),
-            ("API_AUDIENCE", AUD),
-        ];
-        let t = run("node", &["--input-type=module", "-e", &js], &node_dir, &env);
-        tokens.push(("node", t, ed_id.as_str(), true));
+    let go_file = dir.path().join("main.go");
+    std::fs::write(&go_file, &go).unwrap();
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let examples = [
+        Example {
+            lang: "python",
+            available: runs("python3")
+                && std::process::Command::new("python3")
+                    .args(["-c", "import jwt, cryptography"])
+                    .status()
+                    .is_ok_and(|st| st.success()),
+            needs: "python3 with PyJWT (tests/clients/python/requirements.txt)",
+            program: "python3",
+            args: vec!["-c".into(), python],
+            dir: dir.path().to_owned(),
+            env: vec![
+                ("CLIENT_ID", hs_id.clone()),
+                ("CLIENT_SECRET", hs_secret.clone()),
+            ],
+            client_id: &hs_id,
+            scoped: true,
+        },
+        Example {
+            lang: "node",
+            available: runs("node") && node_dir.join("node_modules/jose").is_dir(),
+            needs: "node with jose (npm ci in tests/clients/node)",
+            program: "node",
+            args: vec!["--input-type=module".into(), "-e".into(), js],
+            dir: node_dir.clone(),
+            env: vec![
+                ("CLIENT_ID", ed_id.clone()),
+                ("PRIVATE_KEY_FILE", path(&ed_pem)),
+                ("KEY_ID", "ed-2026-12".into()),
+            ],
+            client_id: &ed_id,
+            scoped: true,
+        },
+        Example {
+            lang: "go",
+            available: std::process::Command::new("go")
+                .arg("version")
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            needs: "go (Debian's golang-go)",
+            program: "go",
+            args: vec!["run".into(), path(&go_file)],
+            dir: dir.path().to_owned(),
+            env: vec![
+                ("CLIENT_ID", es_id.clone()),
+                ("PRIVATE_KEY_FILE", path(&es_pem)),
+                ("KEY_ID", "es-2026-12".into()),
+                ("GOCACHE", path(&dir.path().join("gocache"))),
+            ],
+            client_id: &es_id,
+            scoped: true,
+        },
+        Example {
+            lang: "sh",
+            available: runs("openssl") || std::path::Path::new("/usr/bin/openssl").exists(),
+            needs: "openssl",
+            program: "sh",
+            args: vec!["-c".into(), sh],
+            dir: dir.path().to_owned(),
+            env: vec![
+                ("CLIENT_ID", hs_id.clone()),
+                ("CLIENT_SECRET", hs_secret.clone()),
+            ],
+            client_id: &hs_id,
+            scoped: false,
+        },
+    ];
+    let mut tokens = Vec::new();
+    for ex in &examples {
+        if tool_or_skip(ex.available, ex.needs).is_none() {
+            continue;
+        }
+        let mut env: Vec<(&str, &str)> = ex.env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        env.push(("API_AUDIENCE", AUD));
+        let args: Vec<&str> = ex.args.iter().map(String::as_str).collect();
+        let token = run(ex.program, &args, &ex.dir, &env);
+        tokens.push((ex.lang, token, ex.client_id, ex.scoped));
     }
-    let has_go = std::process::Command::new("go")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if tool_or_skip(has_go, "go (Debian's golang-go)").is_some() {
-        let main = dir.path().join("main.go");
-        std::fs::write(&main, &go).unwrap();
-        let cache = dir.path().join("gocache");
-        let key = es_pem.to_str().unwrap();
-        let env = [
-            ("CLIENT_ID", es_id.as_str()),
-            ("PRIVATE_KEY_FILE", key),
-            ("KEY_ID", "es-2026-12"),
-            ("API_AUDIENCE", AUD),
-            ("GOCACHE", cache.to_str().unwrap()),
-        ];
-        let t = run("go", &["run", main.to_str().unwrap()], dir.path(), &env);
-        tokens.push(("go", t, es_id.as_str(), true));
-    }
-    if tool_or_skip(
-        runs("openssl") || std::path::Path::new("/usr/bin/openssl").exists(),
-        "openssl",
-    )
-    .is_some()
-    {
-        let env = [
-            ("CLIENT_ID", hs_id.as_str()),
-            ("CLIENT_SECRET", hs_secret.as_str()),
-            ("API_AUDIENCE", AUD),
-        ];
-        tokens.push((
-            "sh",
-            run("sh", &["-c", &sh], dir.path(), &env),
-            hs_id.as_str(),
-            false,
-        ));
-    }
-
     for (lang, token, client_id, scoped) in &tokens {
         s.remember(token);
         let v = verify(&s, token, &["documents.read"]).await;

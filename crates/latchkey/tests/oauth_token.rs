@@ -16,13 +16,13 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Backend, PUBLIC_URL, Resp, TestServer, clients_dir, runs, tool_or_skip};
+use common::{Backend, PUBLIC_URL, Resp, TestServer, clients_dir, now, runs, tool_or_skip};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -189,16 +189,6 @@ async fn verify_signature(s: &TestServer, token: &str, alg: Algorithm) -> Value 
     jsonwebtoken::decode::<Value>(token, &key, &v)
         .unwrap_or_else(|e| panic!("the access token does not verify: {e}"))
         .claims
-}
-
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
 }
 
 /// Introspects `token` as the client (`id`, `secret`) by HTTP Basic.

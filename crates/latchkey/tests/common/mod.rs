@@ -566,3 +566,11 @@ pub fn tool_or_skip(ok: bool, what: &str) -> Option<()> {
 pub fn clients_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
+
+/// Seconds since the epoch (the clock tokens are signed and checked with).
+pub fn now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_secs()).unwrap()
+}
