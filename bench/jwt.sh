@@ -27,20 +27,13 @@ cd "$ROOT_DIR"
 # shellcheck source=bench/lib.sh
 source "$ROOT_DIR/bench/lib.sh"
 
-SECS=${BENCH_SECONDS:-5}
-ROUNDS=${BENCH_ROUNDS:-3}
-C1_SECS=${BENCH_C1_SECONDS:-3}
-C1_ROUNDS=${BENCH_C1_ROUNDS:-2}
 TOKENS=${BENCH_TOKENS:-1000}
-WARMUP=${BENCH_WARMUP:-3}
-CONNS=${BENCH_CONNECTIONS:-32}
 BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
 AUDIENCE=https://api.bench.test
 
 bench_build
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-jwt.XXXXXX")
-RESULTS=$WORK/results.jsonl
+bench_work latchkey-jwt
 
 bench_header "BENCH_SECONDS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_C1_SECONDS=$C1_SECS BENCH_C1_ROUNDS=$C1_ROUNDS BENCH_TOKENS=$TOKENS BENCH_CONNECTIONS=$CONNS BENCH_BACKENDS=\"$BACKENDS\" bench/jwt.sh" >"$WORK/header.md"
 cat "$WORK/header.md" >&2
@@ -77,10 +70,5 @@ TOML
 done
 
 status=0
-"$LB" report "$RESULTS" >"$WORK/report.body.md" || status=$?
-cat "$WORK/header.md" "$WORK/report.body.md" >"$WORK/report.md"
-echo
-cat "$WORK/report.md"
-echo
-echo "results: $RESULTS, report: $WORK/report.md" >&2
+bench_report || status=$?
 exit "$status"
