@@ -34,8 +34,7 @@ BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
 
 bench_build
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-console-bench.XXXXXX")
-RESULTS=$WORK/results.jsonl
+bench_work latchkey-console
 
 bench_header "BENCH_SECONDS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_KEYS=$KEYS BENCH_LOG_ROWS=$ROWS BENCH_LOG_DAYS=$DAYS BENCH_BACKENDS=\"$BACKENDS\" bench/console.sh" >"$WORK/header.md"
 cat "$WORK/header.md" >&2
@@ -67,10 +66,5 @@ for backend in $BACKENDS; do
 done
 
 status=0
-"$LB" report "$RESULTS" >"$WORK/report.body.md" || status=$?
-cat "$WORK/header.md" "$WORK/report.body.md" >"$WORK/report.md"
-echo
-cat "$WORK/report.md"
-echo
-echo "results: $RESULTS, report: $WORK/report.md" >&2
+bench_report || status=$?
 exit "$status"

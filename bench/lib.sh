@@ -1,4 +1,4 @@
-# Helpers shared by bench/run.sh and bench/protect.sh: sourced, not run.
+# Helpers shared by the bench/*.sh scripts: sourced, not run.
 # The sourcing script sets ROOT_DIR and `set -euo pipefail` first.
 #
 # Every process started here is remembered by its PID and stopped by that
@@ -7,6 +7,15 @@
 
 PG=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}
 REDIS=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+
+# The schedule every script takes from the environment (its header lists
+# the defaults): seconds and rounds at -c CONNS and at -c1, the warm-up.
+SECS=${BENCH_SECONDS:-5}
+ROUNDS=${BENCH_ROUNDS:-3}
+C1_SECS=${BENCH_C1_SECONDS:-3}
+C1_ROUNDS=${BENCH_C1_ROUNDS:-2}
+WARMUP=${BENCH_WARMUP:-3}
+CONNS=${BENCH_CONNECTIONS:-32}
 
 BENCH_PIDS=()
 PG_DB=""
@@ -178,4 +187,27 @@ bench_log_tail() {
         echo "$1: log ($2/$1.log), last lines:" >&2
         tail -n 5 "$2/$1.log" >&2
     fi
+}
+
+# bench_work NAME: a new work directory WORK, and RESULTS in it.
+bench_work() {
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    RESULTS=$WORK/results.jsonl
+}
+
+# bench_report: renders $RESULTS under $WORK/header.md (and
+# $WORK/notes.md, if any) into $WORK/report.md and prints it; fails if a
+# run had wrong answers or errors.
+bench_report() {
+    local status=0
+    "$LB" report "$RESULTS" >"$WORK/report.body.md" || status=$?
+    cat "$WORK/header.md" "$WORK/report.body.md" >"$WORK/report.md"
+    if [[ -s $WORK/notes.md ]]; then
+        { echo; cat "$WORK/notes.md"; } >>"$WORK/report.md"
+    fi
+    echo
+    cat "$WORK/report.md"
+    echo
+    echo "results: $RESULTS, report: $WORK/report.md" >&2
+    return "$status"
 }

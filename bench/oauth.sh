@@ -35,12 +35,6 @@ cd "$ROOT_DIR"
 # shellcheck source=bench/lib.sh
 source "$ROOT_DIR/bench/lib.sh"
 
-SECS=${BENCH_SECONDS:-5}
-ROUNDS=${BENCH_ROUNDS:-3}
-C1_SECS=${BENCH_C1_SECONDS:-3}
-C1_ROUNDS=${BENCH_C1_ROUNDS:-2}
-WARMUP=${BENCH_WARMUP:-3}
-CONNS=${BENCH_CONNECTIONS:-32}
 BACKENDS=${BENCH_BACKENDS-sqlite postgres}
 PEER_SRC=${BENCH_PEER_DIR:-$ROOT_DIR/../shared/peers/oidc-provider}
 SCOPE=api:read
@@ -62,8 +56,7 @@ fi
 
 bench_build
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-oauth.XXXXXX")
-RESULTS=$WORK/results.jsonl
+bench_work latchkey-oauth
 
 # The peer runs through every backend's pass: it is stopped on exit, not
 # by bench_stop.
@@ -198,10 +191,6 @@ done
 peer_stop
 
 status=0
-"$LB" report "$RESULTS" >"$WORK/report.body.md" || status=$?
-cat "$WORK/header.md" "$WORK/report.body.md" >"$WORK/report.md"
-echo
-cat "$WORK/report.md"
-echo
-echo "results: $RESULTS, report: $WORK/report.md, peer log: $WORK/peer.out" >&2
+bench_report || status=$?
+echo "peer log: $WORK/peer.out" >&2
 exit "$status"

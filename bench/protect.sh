@@ -39,20 +39,13 @@ cd "$ROOT_DIR"
 # shellcheck source=bench/lib.sh
 source "$ROOT_DIR/bench/lib.sh"
 
-SECS=${BENCH_SECONDS:-5}
-ROUNDS=${BENCH_ROUNDS:-3}
-C1_SECS=${BENCH_C1_SECONDS:-3}
-C1_ROUNDS=${BENCH_C1_ROUNDS:-2}
 HOT=${BENCH_HOT_KEYS:-1000}
-WARMUP=${BENCH_WARMUP:-3}
-CONNS=${BENCH_CONNECTIONS:-32}
 BACKENDS=${BENCH_BACKENDS-sqlite postgres}
 PROP_ROUNDS=${BENCH_PROPAGATION_ROUNDS:-200}
 
 bench_build
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-protect.XXXXXX")
-RESULTS=$WORK/results.jsonl
+bench_work latchkey-protect
 
 bench_header "BENCH_SECONDS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_C1_SECONDS=$C1_SECS BENCH_C1_ROUNDS=$C1_ROUNDS BENCH_HOT_KEYS=$HOT BENCH_CONNECTIONS=$CONNS BENCH_BACKENDS=\"$BACKENDS\" BENCH_PROPAGATION_ROUNDS=$PROP_ROUNDS bench/protect.sh" >"$WORK/header.md"
 cat "$WORK/header.md" >&2
@@ -119,10 +112,5 @@ if ((PROP_ROUNDS > 0)); then
     bench_log_tail node-b "$dir"
 fi
 
-"$LB" report "$RESULTS" >"$WORK/report.body.md" || status=$?
-cat "$WORK/header.md" "$WORK/report.body.md" >"$WORK/report.md"
-echo
-cat "$WORK/report.md"
-echo
-echo "results: $RESULTS, report: $WORK/report.md" >&2
+bench_report || status=$?
 exit "$status"

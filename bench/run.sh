@@ -29,21 +29,14 @@ cd "$ROOT_DIR"
 # shellcheck source=bench/lib.sh
 source "$ROOT_DIR/bench/lib.sh"
 
-SECS=${BENCH_SECONDS:-5}
-ROUNDS=${BENCH_ROUNDS:-3}
-C1_SECS=${BENCH_C1_SECONDS:-3}
-C1_ROUNDS=${BENCH_C1_ROUNDS:-2}
 KEYS=${BENCH_KEYS:-100000}
 HOT=${BENCH_HOT_KEYS:-1000}
-WARMUP=${BENCH_WARMUP:-3}
-CONNS=${BENCH_CONNECTIONS:-32}
 BACKENDS=${BENCH_BACKENDS:-sqlite postgres sqlite+redis}
 REVOKED=100
 
 bench_build
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/latchkey-bench.XXXXXX")
-RESULTS=$WORK/results.jsonl
+bench_work latchkey-bench
 
 bench_header "BENCH_SECONDS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_C1_SECONDS=$C1_SECS BENCH_C1_ROUNDS=$C1_ROUNDS BENCH_KEYS=$KEYS BENCH_HOT_KEYS=$HOT BENCH_CONNECTIONS=$CONNS BENCH_BACKENDS=\"$BACKENDS\" bench/run.sh" >"$WORK/header.md"
 cat "$WORK/header.md" >&2
@@ -93,13 +86,5 @@ for backend in $BACKENDS; do
 done
 
 status=0
-"$LB" report "$RESULTS" >"$WORK/report.body.md" || status=$?
-cat "$WORK/header.md" "$WORK/report.body.md" >"$WORK/report.md"
-if [[ -s $WORK/notes.md ]]; then
-    { echo; cat "$WORK/notes.md"; } >>"$WORK/report.md"
-fi
-echo
-cat "$WORK/report.md"
-echo
-echo "results: $RESULTS, report: $WORK/report.md" >&2
+bench_report || status=$?
 exit "$status"

@@ -16,6 +16,7 @@
 
 mod client;
 mod console;
+mod jwt;
 mod load;
 mod procstat;
 mod propagation;
@@ -157,6 +158,24 @@ enum Command {
         #[arg(long, default_value = "server")]
         backend: String,
     },
+    /// Register one client per client-JWT algorithm (HS256, EdDSA,
+    /// ES256) and write --tokens signed tokens each to --out
+    /// (jwt-hs256.txt, jwt-eddsa.txt, jwt-es256.txt).
+    SeedJwts {
+        #[command(flatten)]
+        server: Server,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        tokens: usize,
+        /// The server's `[jwt_auth] audience`.
+        #[arg(long)]
+        audience: String,
+        /// exp - iat of each token, in seconds (at most the server's
+        /// max_lifetime; long enough to outlast the runs).
+        #[arg(long, default_value_t = 3600)]
+        lifetime: i64,
+    },
     /// For `suite --plan console`, after `seed`: apps and members through
     /// the API, --rows usage log entries over the last --days written
     /// through the store at --database, a console session of the root
@@ -186,8 +205,10 @@ enum Command {
         /// malformed), protect (healthz, forward-auth, healthz, direct,
         /// proxy, direct; needs --upstream) or oauth (healthz, token,
         /// peer-token, healthz, introspect, peer-introspect; needs --peer
-        /// and both servers' client credentials) or console (the console's
-        /// pages; needs --dir where console-seed wrote).
+        /// and both servers' client credentials) or jwt (healthz,
+        /// jwt-hs256, jwt-eddsa, healthz, jwt-es256; needs --dir from
+        /// seed-jwts) or console (the console's pages; needs --dir where
+        /// console-seed wrote).
         #[arg(long, default_value = "verify")]
         plan: String,
         /// The upstream behind the server's `[proxy]`, `http://host:port`.
@@ -195,7 +216,7 @@ enum Command {
         upstream: Option<String>,
         #[command(flatten)]
         oauth: Box<OAuthFlags>,
-        /// The directory `seed` wrote to (verify and protect plans).
+        /// The directory `seed` (verify, protect) or `seed-jwts` (jwt) wrote to.
         #[arg(long)]
         dir: Option<PathBuf>,
         #[arg(long)]
@@ -376,6 +397,17 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
             if let Some(path) = jsonl {
                 suite::append(&path, &suite::seed_record(&backend, &r))?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::SeedJwts {
+            server,
+            out,
+            tokens,
+            audience,
+            lifetime,
+        } => {
+            let target = Target::new(&server.url, Some(&server.root))?;
+            jwt::seed(&target, &out, tokens, &audience, lifetime).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ConsoleSeed {

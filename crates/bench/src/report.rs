@@ -84,6 +84,9 @@ fn label(scenario: &str, keys: usize) -> String {
         "peer-token" => "peer: POST /token (client_credentials)".into(),
         "introspect" => "POST /oauth/introspect".into(),
         "peer-introspect" => "peer: POST /token/introspection".into(),
+        "jwt-hs256" => format!("verify client JWT HS256, {n} tokens"),
+        "jwt-eddsa" => format!("verify client JWT EdDSA, {n} tokens"),
+        "jwt-es256" => format!("verify client JWT ES256, {n} tokens"),
         "console-keys" => "API keys, first page".into(),
         "console-keys-deep" => "API keys, a page in the middle".into(),
         "console-keys-search-name" => "API keys, search a name every key has".into(),
@@ -262,6 +265,9 @@ fn scenario_goal(backend: &str, scenario: &str) -> Option<(&'static str, f64)> {
         "valid-hot" => Some(("verify valid / healthz", 0.5)),
         "forward-auth" => Some(("forward-auth / healthz", 0.5)),
         "proxy" => Some(("through the proxy / straight to the upstream", 0.5)),
+        "jwt-hs256" => Some(("verify client JWT HS256 / healthz", 0.4)),
+        "jwt-eddsa" => Some(("verify client JWT EdDSA / healthz", 0.25)),
+        "jwt-es256" => Some(("verify client JWT ES256 / healthz", 0.25)),
         _ => None,
     }
 }

@@ -12,6 +12,8 @@
 //!   peer-introspect — client_credentials tokens and introspections from
 //!   latchkey and from a peer OAuth server (node-oidc-provider), each
 //!   introspection run on a token fetched just before it;
+//! - `jwt`: healthz, jwt-hs256, jwt-eddsa, healthz, jwt-es256 — verify of
+//!   client-signed JWTs, each request one of 1,000 distinct tokens;
 //! - `console`: each console page (keys, a deep page, both searches, a
 //!   key, the new-key form, apps, members, the logs over 24 h, 7 and 30
 //!   days and with each filter), `GET /healthz` between every few, with
@@ -88,6 +90,7 @@ pub enum Plan {
     Verify,
     Protect,
     OAuth,
+    Jwt,
     Console,
 }
 
@@ -97,8 +100,9 @@ impl Plan {
             "verify" => Ok(Plan::Verify),
             "protect" => Ok(Plan::Protect),
             "oauth" => Ok(Plan::OAuth),
+            "jwt" => Ok(Plan::Jwt),
             "console" => Ok(Plan::Console),
-            _ => bail!("unknown plan `{s}`: verify, protect, oauth or console"),
+            _ => bail!("unknown plan `{s}`: verify, protect, oauth, jwt or console"),
         }
     }
 }
@@ -259,6 +263,7 @@ fn plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
         Plan::Verify => verify_plan(target, a),
         Plan::Protect => protect_plan(target, a),
         Plan::OAuth => oauth_plan(target, a),
+        Plan::Jwt => jwt_plan(target, a),
         Plan::Console => console_plan(target, a),
     }
 }
@@ -365,6 +370,42 @@ fn protect_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>
         step("direct", hot_n, upstream, documents, a),
     ];
     Ok((steps, vec![1, 4]))
+}
+
+/// healthz, jwt-hs256, jwt-eddsa, healthz, jwt-es256: each algorithm's
+/// run has a healthz run on at least one side in its round.
+fn jwt_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
+    let dir = a
+        .dir
+        .as_deref()
+        .context("the jwt plan needs --dir (written by seed-jwts)")?;
+    let mut runs = Vec::new();
+    for (name, (_, file)) in ["jwt-hs256", "jwt-eddsa", "jwt-es256"]
+        .into_iter()
+        .zip(crate::jwt::ALGS)
+    {
+        let tokens = seed::read_keys(&dir.join(file))?;
+        let n = tokens.len();
+        runs.push(step(
+            name,
+            n,
+            target,
+            Workload::verify(Check::Valid, &tokens, None)?,
+            a,
+        ));
+    }
+    let mut runs = runs.into_iter();
+    let (Some(hs), Some(ed), Some(es)) = (runs.next(), runs.next(), runs.next()) else {
+        bail!("three algorithms");
+    };
+    let steps = vec![
+        step("healthz", 0, target, Workload::healthz(), a),
+        hs,
+        ed,
+        step("healthz", 0, target, Workload::healthz(), a),
+        es,
+    ];
+    Ok((steps, vec![1, 2, 4]))
 }
 
 /// healthz, token, peer-token, healthz, introspect, peer-introspect: each

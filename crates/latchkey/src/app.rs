@@ -138,6 +138,9 @@ pub struct Caches {
     /// once per node. Expiry, revocation, the grant and the client are
     /// still checked on every use.
     verified: moka::sync::Cache<[u8; 32], Arc<crate::jose::AccessClaims>>,
+    /// The keys each client's JWTs are verified with, built from the
+    /// client record they were read from (a changed record builds anew).
+    client_keys: moka::sync::Cache<String, Arc<ClientJwtKeys>>,
     /// Bumped whenever a cached record is forgotten, so that a cache fill
     /// that read the store before a change can tell and not cache what it
     /// read (see [`App::cached`]).
@@ -152,7 +155,10 @@ impl Caches {
         match change {
             Change::ApiKey(d) => self.keys.invalidate(&d),
             Change::RootKey(d) => self.roots.invalidate(&d),
-            Change::Client(id) => self.clients.invalidate(&id),
+            Change::Client(id) => {
+                self.client_keys.invalidate(&id);
+                self.clients.invalidate(&id);
+            }
             Change::Grant(id) => self.grants.invalidate(&id),
             Change::AccessToken(d) => self.access_tokens.invalidate(&d),
             // Its expiry is not in the notice: kept until the next reload.
@@ -172,6 +178,7 @@ impl Caches {
         self.grants.invalidate_all();
         self.access_tokens.invalidate_all();
         self.verified.invalidate_all();
+        self.client_keys.invalidate_all();
         self.signing_keys_stale.store(true, Ordering::Release);
         // Revocations may have been missed: reload before trusting the set.
         self.jtis_loaded.store(false, Ordering::Release);
@@ -195,6 +202,13 @@ impl ChangeSink for Caches {
         self.bypass.store(false, Ordering::Release);
         metrics::gauge!("latchkey_change_feed_up").set(1.0);
     }
+}
+
+/// A client's JWT verification keys, and the record they came from.
+pub struct ClientJwtKeys {
+    client: Arc<Client>,
+    /// `None`: the client is not set up for client-signed JWTs.
+    pub keys: Option<crate::client_jwt::ClientKeys>,
 }
 
 /// Longest wait before a recorded use reaches the database.
@@ -239,6 +253,10 @@ impl App {
             verified: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(config.oauth.access_token_ttl.0)
+                .build(),
+            client_keys: moka::sync::Cache::builder()
+                .max_capacity(cap)
+                .time_to_live(ttl)
                 .build(),
             jtis_loaded: AtomicBool::new(false),
             jtis_loading: tokio::sync::Mutex::new(()),
@@ -494,6 +512,43 @@ impl App {
     /// Records a revoked JWT id here at once (the feed tells other nodes).
     pub fn note_revoked_jti(&self, jti: &str, exp_ms: i64) {
         self.caches.revoked_jtis.insert(jti.to_owned(), exp_ms);
+    }
+
+    /// The keys `client`'s JWTs are verified with (`None` when it has no
+    /// `jwt_auth`): built once per client record, the HS256 secret
+    /// unsealed with the master key then.
+    pub fn client_jwt_keys(&self, client: &Arc<Client>) -> Result<Arc<ClientJwtKeys>, String> {
+        if let Some(hit) = self.caches.client_keys.get(&client.id)
+            && Arc::ptr_eq(&hit.client, client)
+        {
+            return Ok(hit);
+        }
+        use crate::client_jwt::{ClientAlg, ClientKeys};
+        let keys = match client.jwt_auth_alg.as_deref().and_then(ClientAlg::parse) {
+            None => None,
+            Some(ClientAlg::HS256) => match &client.secret_sealed {
+                None => None,
+                Some(sealed) => {
+                    let context = crate::oauth::manage::secret_context(&client.id);
+                    let secret = secrecy::zeroize::Zeroizing::new(
+                        self.master_key.decrypt(sealed, context.as_bytes())?,
+                    );
+                    Some(ClientKeys::hmac(&client.id, &secret))
+                }
+            },
+            Some(alg) => client
+                .jwks
+                .as_ref()
+                .and_then(|jwks| ClientKeys::public(&client.id, alg, jwks)),
+        };
+        let entry = Arc::new(ClientJwtKeys {
+            client: client.clone(),
+            keys,
+        });
+        self.caches
+            .client_keys
+            .insert(client.id.clone(), entry.clone());
+        Ok(entry)
     }
 
     pub fn forget_client(&self, id: &str) {

@@ -189,6 +189,38 @@ struct CreateClientArgs {
     /// A public client (browser or native app): no secret, PKCE only.
     #[arg(long)]
     public: bool,
+    /// client_secret_basic, client_secret_post, private_key_jwt or none
+    /// (default: none for public clients, else client_secret_basic).
+    #[arg(long = "auth-method", value_name = "METHOD")]
+    auth_method: Option<String>,
+    /// The client's public keys: a JSON file with `{"keys": [JWK, ...]}`
+    /// or one JWK (`-` reads standard input).
+    #[arg(long = "jwks-file", value_name = "FILE")]
+    jwks_file: Option<String>,
+    /// Accept JWTs the client signs itself: HS256 (with its secret),
+    /// ES256, EdDSA or RS256 (with a key of --jwks-file).
+    #[arg(long = "jwt-alg", value_name = "ALG")]
+    jwt_alg: Option<String>,
+}
+
+/// The keys of `--jwks-file`, as `{"keys": [...]}` (one JWK is wrapped).
+fn jwks_arg(path: Option<&str>) -> Result<Option<serde_json::Value>, Failure> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let text = if path == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| Failure::Usage(format!("--jwks-file {path}: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::Usage(format!("--jwks-file {path}: not JSON ({e})")))?;
+    Ok(Some(if v.get("kty").is_some() {
+        serde_json::json!({ "keys": [v] })
+    } else {
+        v
+    }))
 }
 
 #[derive(Debug, Subcommand)]
@@ -624,9 +656,9 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                 grant_types: (!a.grant_types.is_empty()).then_some(a.grant_types),
                 scopes: split_scopes(&a.scopes),
                 public: a.public,
-                token_endpoint_auth_method: None,
-                jwks: None,
-                jwt_auth: None,
+                token_endpoint_auth_method: a.auth_method,
+                jwks: jwks_arg(a.jwks_file.as_deref())?,
+                jwt_auth: a.jwt_alg.map(|alg| manage::JwtAuth { alg }),
                 require_pkce: None,
             };
             let (c, secret) = manage::create_client(app, &cli, &a.org, req).await?;
@@ -645,6 +677,9 @@ async fn command(app: &App, cmd: Command, json: bool) -> Result<ExitCode, Failur
                     c.grant_types.join(" "),
                     c.token_endpoint_auth_method
                 );
+                if let Some(alg) = &c.jwt_auth_alg {
+                    out.push_str(&format!("\n  client JWTs:   {alg}"));
+                }
                 for uri in &c.redirect_uris {
                     out.push_str(&format!("\n  redirect URI:  {uri}"));
                 }
@@ -769,12 +804,6 @@ async fn serve(loaded: Loaded) -> Result<ExitCode, Failure> {
         Origin::Created(p) => {
             tracing::info!(path = %p, "created a new master key file (mode 0600): back it up")
         }
-    }
-    for section in c.inactive_sections() {
-        tracing::warn!(
-            section,
-            "this config section is validated but not acted on by this version yet"
-        );
     }
     let listener = tokio::net::TcpListener::bind(addr)
         .await

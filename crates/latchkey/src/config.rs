@@ -88,7 +88,8 @@ pub struct Config {
     pub trusted_proxies: Vec<String>,
     /// The OAuth 2.0 authorization server (SPEC §8).
     pub oauth: OAuthConfig,
-    pub jwt_auth: toml::Table,
+    /// Client-signed JWTs (SPEC §7).
+    pub jwt_auth: JwtAuthConfig,
     /// What each route of the protected API requires (SPEC §6).
     pub routes: Vec<RouteSpec>,
     pub proxy: ProxyConfig,
@@ -135,7 +136,7 @@ impl Default for Config {
             ratelimit: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
             oauth: OAuthConfig::default(),
-            jwt_auth: toml::Table::new(),
+            jwt_auth: JwtAuthConfig::default(),
             routes: Vec::new(),
             proxy: ProxyConfig::default(),
             logs: LogsConfig::default(),
@@ -238,6 +239,37 @@ impl Default for OAuthConfig {
             access_token_format: "jwt".into(),
             signing_alg: "EdDSA".into(),
             audience: None,
+        }
+    }
+}
+
+/// Client-signed JWTs (SPEC §7 `[jwt_auth]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtAuthConfig {
+    /// The `aud` such a JWT must carry: the protected API. Default:
+    /// `[oauth] audience` if set, else `public_url`.
+    pub audience: Option<String>,
+    /// Longest `exp - iat` accepted.
+    pub max_lifetime: Dur,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway: Dur,
+    /// Each token must carry a `jti`, accepted once (remembered in the
+    /// database until the token expires, so across nodes).
+    pub require_jti: bool,
+    /// The `typ` every token must carry in its header (e.g. `JWT`);
+    /// unset: `typ` may be left out or be `JWT`.
+    pub typ: Option<String>,
+}
+
+impl Default for JwtAuthConfig {
+    fn default() -> Self {
+        Self {
+            audience: None,
+            max_lifetime: Dur(Duration::from_secs(3600)),
+            leeway: Dur(Duration::from_secs(60)),
+            require_jti: false,
+            typ: None,
         }
     }
 }
@@ -724,6 +756,7 @@ pub fn validate(c: &Config) -> Result<(), (String, String)> {
         }
     }
     validate_oauth(&c.oauth)?;
+    validate_jwt_auth(&c.jwt_auth)?;
     if c.logs.retention.0 < Duration::from_secs(3600) {
         return err(
             "logs.retention",
@@ -783,26 +816,25 @@ impl Config {
 
     /// `aud` of the access tokens issued here.
     pub fn token_audience(&self) -> String {
-        if let Some(a) = &self.oauth.audience {
-            return a.clone();
-        }
-        match self.jwt_auth.get("audience").and_then(|v| v.as_str()) {
-            Some(a) if !a.is_empty() => a.to_owned(),
-            _ => self.public_url().to_owned(),
-        }
+        self.oauth
+            .audience
+            .as_ref()
+            .or(self.jwt_auth.audience.as_ref())
+            .map_or_else(|| self.public_url().to_owned(), Clone::clone)
+    }
+
+    /// The `aud` of client-signed JWTs: `[jwt_auth] audience`, else
+    /// `[oauth] audience`, else `public_url`.
+    pub fn jwt_audience(&self) -> String {
+        self.jwt_auth
+            .audience
+            .as_ref()
+            .or(self.oauth.audience.as_ref())
+            .map_or_else(|| self.public_url().to_owned(), Clone::clone)
     }
 
     pub fn is_sqlite(&self) -> bool {
         self.database_url.starts_with("sqlite:")
-    }
-
-    /// The sections accepted and validated now but acted on by later work.
-    pub fn inactive_sections(&self) -> Vec<&'static str> {
-        let mut v = Vec::new();
-        if !self.jwt_auth.is_empty() {
-            v.push("jwt_auth");
-        }
-        v
     }
 }
 
@@ -890,6 +922,36 @@ fn validate_oauth(o: &OAuthConfig) -> Result<(), (String, String)> {
         && (a.is_empty() || a.contains(char::is_whitespace))
     {
         return err("oauth.audience", "must be a non-empty URI".into());
+    }
+    Ok(())
+}
+
+fn validate_jwt_auth(j: &JwtAuthConfig) -> Result<(), (String, String)> {
+    if let Some(a) = &j.audience
+        && (a.is_empty() || a.contains(char::is_whitespace))
+    {
+        return err("jwt_auth.audience", "must be a non-empty URI".into());
+    }
+    if j.max_lifetime.0 < Duration::from_secs(1) || j.max_lifetime.0 > Duration::from_secs(86_400) {
+        return err(
+            "jwt_auth.max_lifetime",
+            "must be between 1 s and 24 h".into(),
+        );
+    }
+    if j.leeway.0 > Duration::from_secs(300) {
+        return err("jwt_auth.leeway", "must be at most 5 minutes".into());
+    }
+    if let Some(t) = &j.typ {
+        let bare = t.strip_prefix("application/").unwrap_or(t);
+        if bare.is_empty()
+            || !bare.bytes().all(|b| b.is_ascii_graphic())
+            || bare.eq_ignore_ascii_case(crate::jose::ACCESS_TOKEN_TYP)
+        {
+            return err(
+                "jwt_auth.typ",
+                format!("`{t}` is not a usable typ (and at+jwt is an access token's)"),
+            );
+        }
     }
     Ok(())
 }

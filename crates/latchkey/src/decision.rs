@@ -13,9 +13,10 @@ use latchkey_core::{Code, keyfmt};
 use latchkey_store::{ApiKey, Spend};
 
 use crate::app::{App, Cached, Use};
+use crate::client_jwt;
 use crate::config::{ACCESS_PREFIX, ROOT_PREFIX};
 use crate::error::ApiError;
-use crate::oauth::token::{TokenInfo, TokenRefusal};
+use crate::oauth::token::{TokenInfo, TokenKind, TokenRefusal};
 use crate::ratelimit::{Outcome, Quota, fallback};
 use crate::views::rfc3339;
 
@@ -36,6 +37,9 @@ pub enum Holder {
     /// An OAuth access token latchkey issued, and the environment of
     /// this instance (tokens are not bound to one).
     Token(Arc<TokenInfo>, String),
+    /// A JWT an OAuth client signed itself (SPEC §7), and the environment
+    /// of this instance.
+    ClientJwt(Arc<TokenInfo>, String),
 }
 
 /// A credential that passed every check.
@@ -49,54 +53,56 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// `api_key` or `access_token` (SPEC §6).
+    /// `api_key`, `access_token` or `client_jwt` (SPEC §6).
     pub fn credential_type(&self) -> &'static str {
         match &self.holder {
             Holder::Key(_) => "api_key",
             Holder::Token(..) => "access_token",
+            Holder::ClientJwt(..) => "client_jwt",
         }
     }
 
     pub fn org_id(&self) -> &str {
         match &self.holder {
             Holder::Key(k) => &k.org_id,
-            Holder::Token(t, _) => &t.org_id,
+            Holder::Token(t, _) | Holder::ClientJwt(t, _) => &t.org_id,
         }
     }
 
-    /// A key's `external_id` if set, else its id; a token's `sub`.
+    /// A key's `external_id` if set, else its id; a token's or client
+    /// JWT's `sub`.
     pub fn subject(&self) -> &str {
         match &self.holder {
             Holder::Key(k) => k.external_id.as_deref().unwrap_or(&k.id),
-            Holder::Token(t, _) => &t.subject,
+            Holder::Token(t, _) | Holder::ClientJwt(t, _) => &t.subject,
         }
     }
 
     pub fn scopes(&self) -> &[String] {
         match &self.holder {
             Holder::Key(k) => &k.scopes,
-            Holder::Token(t, _) => &t.scopes,
+            Holder::Token(t, _) | Holder::ClientJwt(t, _) => &t.scopes,
         }
     }
 
     pub fn environment(&self) -> &str {
         match &self.holder {
             Holder::Key(k) => &k.environment,
-            Holder::Token(_, env) => env,
+            Holder::Token(_, env) | Holder::ClientJwt(_, env) => env,
         }
     }
 
     pub fn key(&self) -> Option<&ApiKey> {
         match &self.holder {
             Holder::Key(k) => Some(k),
-            Holder::Token(..) => None,
+            Holder::Token(..) | Holder::ClientJwt(..) => None,
         }
     }
 
     pub fn client_id(&self) -> Option<&str> {
         match &self.holder {
             Holder::Key(_) => None,
-            Holder::Token(t, _) => Some(&t.client_id),
+            Holder::Token(t, _) | Holder::ClientJwt(t, _) => Some(&t.client_id),
         }
     }
 
@@ -104,7 +110,7 @@ impl Grant {
     pub fn expires_at(&self) -> Option<i64> {
         match &self.holder {
             Holder::Key(k) => k.expires_at,
-            Holder::Token(t, _) => Some(t.exp.saturating_mul(1000)),
+            Holder::Token(t, _) | Holder::ClientJwt(t, _) => Some(t.exp.saturating_mul(1000)),
         }
     }
 }
@@ -183,13 +189,17 @@ async fn decide_inner(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
     if credential.is_empty() {
         return Err(ApiError::new(Code::MissingKey, "No credential was given."));
     }
-    if credential.starts_with(ACCESS_PREFIX) || looks_like_jwt(credential) {
+    if credential.starts_with(ACCESS_PREFIX) {
         return decide_token(app, ask).await;
     }
     let prefixes = app.config.key_kinds.iter().map(|k| k.prefix.as_str());
     let Some(kind) =
         keyfmt::match_prefix(credential, prefixes).and_then(|i| app.config.key_kinds.get(i))
     else {
+        // No key prefix has a dot: this is a JWT, or garbage meant as one.
+        if credential.contains('.') {
+            return decide_jwt(app, ask).await;
+        }
         let detail = if credential.starts_with(ROOT_PREFIX) {
             "This is a root key: it authenticates management calls, not API requests."
         } else {
@@ -209,12 +219,132 @@ async fn decide_inner(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
         .map_err(|e| e.on_key(&key.org_id, &key.id))
 }
 
-/// Whether `credential` has the shape of a JWS (three base64url parts).
-pub fn looks_like_jwt(credential: &str) -> bool {
-    credential.split('.').count() == 3
-        && credential
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+/// What kind of credential a JWS is, told by its `iss` (SPEC §4):
+/// `access_token` when this server issued it, `client_jwt` when a client
+/// did; `None` when it is no readable JWS.
+pub fn jwt_kind(app: &App, credential: &str) -> Option<&'static str> {
+    let jws = client_jwt::parse(credential).ok()?;
+    Some(if jws.issuer() == Some(app.config.public_url()) {
+        "access_token"
+    } else {
+        "client_jwt"
+    })
+}
+
+fn invalid_token(detail: impl Into<String>) -> ApiError {
+    ApiError::new(Code::InvalidToken, detail).presented()
+}
+
+fn jwt_refusal(r: client_jwt::Refusal) -> ApiError {
+    match r {
+        client_jwt::Refusal::Invalid(why) => invalid_token(why),
+        client_jwt::Refusal::Expired(exp) => ApiError::new(
+            Code::TokenExpired,
+            format!(
+                "This token expired on {}.",
+                rfc3339(exp.saturating_mul(1000))
+            ),
+        )
+        .presented(),
+    }
+}
+
+/// A JWS: an access token of this server's, or a client-signed JWT,
+/// told apart by its `iss` before any key is chosen.
+async fn decide_jwt(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
+    let jws = client_jwt::parse(ask.credential).map_err(jwt_refusal)?;
+    match jws.issuer() {
+        Some(iss) if iss == app.config.public_url() => decide_token(app, ask).await,
+        Some(iss) if latchkey_core::ids::is_id(iss, "cli_") => {
+            decide_client_jwt(app, ask, &jws, iss).await
+        }
+        Some(_) => Err(invalid_token(
+            "The token's iss is neither this server nor the id of a registered client.",
+        )),
+        None => Err(invalid_token(
+            "The token has no iss (a string naming its issuer).",
+        )),
+    }
+}
+
+/// A JWT a client signed (SPEC §7): the client's pinned algorithm and
+/// keys, the claims under `[jwt_auth]`, the scopes narrowed by `scope`;
+/// then the client's rate limit and the required scopes; a `jti` spent
+/// last, when `require_jti` is on (so a token refused for its rate limit
+/// can be sent again).
+async fn decide_client_jwt(
+    app: &App,
+    ask: Ask<'_>,
+    jws: &client_jwt::Jws<'_>,
+    iss: &str,
+) -> Result<Grant, ApiError> {
+    let Some(client) = app.client(iss).await? else {
+        return Err(invalid_token(
+            "The token's iss is not the id of a registered client.",
+        ));
+    };
+    let keys = app.client_jwt_keys(&client).map_err(|e| {
+        tracing::error!(error = %e, client_id = %client.id, "cannot open a client's secret");
+        ApiError::internal()
+    })?;
+    let Some(keys) = &keys.keys else {
+        return Err(invalid_token(
+            "This client is not set up for client-signed JWTs (jwt_auth).",
+        ));
+    };
+    let j = &app.config.jwt_auth;
+    let audience = app.config.jwt_audience();
+    let leeway_s = i64::try_from(j.leeway.0.as_secs()).unwrap_or(0);
+    let policy = client_jwt::Policy {
+        audience: &audience,
+        max_lifetime_s: i64::try_from(j.max_lifetime.0.as_secs()).unwrap_or(0),
+        leeway_s,
+        require_jti: j.require_jti,
+        typ: j.typ.as_deref(),
+    };
+    // Until the signature holds, the token may be anyone's: its refusal
+    // names no client (and writes nothing to the client's log).
+    jws.verify_signature(keys, &policy).map_err(jwt_refusal)?;
+    let on = |e: ApiError| e.on_key(&client.org_id, &client.id);
+    let claims = jws
+        .check_claims(keys, &policy, app.now_ms() / 1000)
+        .map_err(|r| on(jwt_refusal(r)))?;
+    let scopes = match claims.scope {
+        None => client.scopes.clone(),
+        Some(asked) => {
+            let outside = app.scopes.missing(&client.scopes, &asked);
+            if !outside.is_empty() {
+                return Err(on(invalid_token(format!(
+                    "The token's scope names {}, which this client may not be granted.",
+                    outside.join(" ")
+                ))));
+            }
+            asked
+        }
+    };
+    let info = TokenInfo {
+        kind: TokenKind::Access,
+        jti: claims.jti.clone(),
+        client_id: client.id.clone(),
+        org_id: client.org_id.clone(),
+        subject: claims.sub,
+        scopes,
+        exp: claims.exp,
+        iat: claims.iat,
+        grant_id: None,
+    };
+    let grant = client_grant(app, info, true, ask).await?;
+    if let (true, Some(jti)) = (j.require_jti, &claims.jti) {
+        let until = claims.exp.saturating_add(leeway_s).saturating_mul(1000);
+        let id = format!("jwt:{}:{jti}", client.id);
+        if !app.store.use_once(&id, until, app.now_ms()).await? {
+            return Err(on(invalid_token(
+                "This token was used before (its jti): sign a new one for each request.",
+            ))
+            .with_ratelimit(grant.ratelimit));
+        }
+    }
+    Ok(grant)
 }
 
 /// An OAuth access token: signature and claims (JWT) or lookup (opaque),
@@ -237,6 +367,17 @@ async fn decide_token(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
             return Err(ApiError::new(Code::TokenRevoked, why).presented());
         }
     };
+    client_grant(app, info, false, ask).await
+}
+
+/// What an OAuth client's credential (access token or client JWT) goes
+/// through once it holds: the client's rate limit, then the scopes.
+async fn client_grant(
+    app: &App,
+    info: TokenInfo,
+    client_jwt: bool,
+    ask: Ask<'_>,
+) -> Result<Grant, ApiError> {
     let quota = app.config.ratelimit.default.map(|q| q.quota());
     let ratelimit = match quota {
         Some(q) => Some(limit(app, &format!("client:{}", info.client_id), q).await),
@@ -261,8 +402,13 @@ async fn decide_token(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
             ApiError::insufficient_scope(missing).with_ratelimit(ratelimit)
         ));
     }
+    let env = app.config.environment.clone();
     Ok(Grant {
-        holder: Holder::Token(Arc::new(info), app.config.environment.clone()),
+        holder: if client_jwt {
+            Holder::ClientJwt(Arc::new(info), env)
+        } else {
+            Holder::Token(Arc::new(info), env)
+        },
         ratelimit,
         remaining: None,
     })

@@ -145,15 +145,17 @@ fn key_kind<'a>(app: &'a App, credential: &str) -> Option<&'a crate::config::Key
     keyfmt::match_prefix(credential, prefixes).and_then(|i| app.config.key_kinds.get(i))
 }
 
-/// `Some("api_key")` when `credential` starts with a configured key
-/// prefix: what can be told of a credential without deciding on it.
+/// What can be told of a credential without deciding on it: `api_key`
+/// for a configured key prefix, `access_token` for an opaque token or a
+/// JWS this server issued, `client_jwt` for a JWS of another issuer.
 pub fn credential_type(app: &App, credential: &str) -> Option<&'static str> {
-    if credential.starts_with(crate::config::ACCESS_PREFIX)
-        || crate::decision::looks_like_jwt(credential)
-    {
+    if credential.starts_with(crate::config::ACCESS_PREFIX) {
         return Some("access_token");
     }
-    key_kind(app, credential).map(|_| "api_key")
+    if key_kind(app, credential).is_some() {
+        return Some("api_key");
+    }
+    crate::decision::jwt_kind(app, credential)
 }
 
 /// A management action to log.

@@ -1215,10 +1215,22 @@ async fn json_bodies(s: TestServer) {
             json!({"credential": "x", "scope": "a"}),
             Want::Field("scope"),
         ),
+        // An overlong credential is no credential latchkey issued: a
+        // verdict, like any other (the body limit bounds it).
         v(
-            "credential over 4 KiB",
-            json!({"credential": "a".repeat(5000)}),
-            Want::Field("credential"),
+            "credential of 500 KB",
+            json!({"credential": "a".repeat(500_000)}),
+            Want::Refused("INVALID_FORMAT", 401),
+        ),
+        v(
+            "key prefix and 64 KiB",
+            json!({"credential": format!("sk_live_{}", "a".repeat(65_536))}),
+            Want::Refused("INVALID_FORMAT", 401),
+        ),
+        v(
+            "a 64 KiB JWS",
+            json!({"credential": format!("eyJhbGciOiJIUzI1NiJ9.{}.sig", "e".repeat(65_536))}),
+            Want::Refused("INVALID_TOKEN", 401),
         ),
         v(
             "required_scopes: \"a\"",

@@ -1202,17 +1202,6 @@ both!(keys_logs_and_apps, CATALOG);
 
 // ------------------------------------------------------------ in a browser
 
-fn tool(cond: bool, what: &str) -> bool {
-    if cond {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is required under CI=true (.ci/run installs it)");
-    }
-    eprintln!("SKIPPED: {what} is not installed");
-    false
-}
-
 fn screenshots_dir(backend: Backend) -> PathBuf {
     // tests/ -> crates/latchkey -> the workspace's target/.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/console-screenshots");
@@ -1226,21 +1215,18 @@ async fn browser(backend: Backend) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
     let chromium =
         std::env::var("LATCHKEY_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let node_ok = std::process::Command::new("node")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !tool(node_ok, "node")
-        || !tool(
-            Path::new(&chromium).exists(),
-            "chromium (apt-get install chromium)",
-        )
-        || !tool(
-            dir.join("node_modules/playwright-core/package.json")
-                .exists()
-                && dir.join("node_modules/axe-core/package.json").exists(),
+    let installed = dir
+        .join("node_modules/playwright-core/package.json")
+        .exists()
+        && dir.join("node_modules/axe-core/package.json").exists();
+    let chromium_ok = Path::new(&chromium).exists();
+    if common::tool_or_skip(common::runs("node"), "node").is_none()
+        || common::tool_or_skip(chromium_ok, "chromium (apt-get install chromium)").is_none()
+        || common::tool_or_skip(
+            installed,
             "playwright-core and axe-core (npm ci --prefix crates/latchkey/tests/console)",
         )
+        .is_none()
     {
         return;
     }

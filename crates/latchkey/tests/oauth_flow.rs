@@ -16,13 +16,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use aws_lc_rs::digest::{SHA256, digest};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Backend, PUBLIC_URL, Resp, TestServer};
+use common::{Backend, PUBLIC_URL, Resp, TestServer, clients_dir, runs, tool_or_skip};
 use reqwest::Url;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
@@ -676,32 +676,6 @@ async fn withdrawing_consent(s: TestServer) {
 both!(withdrawing_consent, CATALOG);
 
 // ------------------------------------------------------------ real client libraries
-
-fn runs(program: &str) -> bool {
-    std::process::Command::new(program)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// None, with SKIPPED printed, when a tool is missing outside CI; under
-/// `CI=true` a missing tool fails the test (`.ci/run` installs them).
-fn tool_or_skip(ok: bool, what: &str) -> Option<()> {
-    if ok {
-        return Some(());
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is required under CI=true (.ci/run installs it)");
-    }
-    eprintln!("SKIPPED: {what} is not installed");
-    None
-}
-
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
-}
 
 /// A server whose public URL is the address it listens on (the issuer is
 /// the address the libraries reach).

@@ -15,14 +15,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use common::{Backend, PUBLIC_URL, Resp, TestServer};
+use common::{Backend, PUBLIC_URL, Resp, TestServer, clients_dir, now, runs, tool_or_skip};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -189,16 +189,6 @@ async fn verify_signature(s: &TestServer, token: &str, alg: Algorithm) -> Value 
     jsonwebtoken::decode::<Value>(token, &key, &v)
         .unwrap_or_else(|e| panic!("the access token does not verify: {e}"))
         .claims
-}
-
-fn now() -> i64 {
-    i64::try_from(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
 }
 
 /// Introspects `token` as the client (`id`, `secret`) by HTTP Basic.
@@ -1656,33 +1646,6 @@ async fn private_key_jwt(s: TestServer) {
 both!(private_key_jwt);
 
 // ------------------------------------------------------------ real client libraries
-
-/// Whether `program --version` runs.
-fn runs(program: &str) -> bool {
-    std::process::Command::new(program)
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// None, with SKIPPED printed, when a tool is missing outside CI; under
-/// `CI=true` a missing tool fails the test (`.ci/run` installs them).
-fn tool_or_skip(ok: bool, what: &str) -> Option<()> {
-    if ok {
-        return Some(());
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{what} is required under CI=true (.ci/run installs it)");
-    }
-    eprintln!("SKIPPED: {what} is not installed");
-    None
-}
-
-fn clients_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
-}
 
 /// A server whose public URL is the address it listens on, so that a
 /// client library's discovery (issuer == the URL it fetched from) holds.

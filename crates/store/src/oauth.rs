@@ -238,6 +238,10 @@ pub trait OAuthStore: Send + Sync + 'static {
     /// The revoked ids that have not expired at `now`.
     async fn revoked_jtis(&self, now: i64) -> Result<Vec<(String, i64)>>;
     async fn is_jti_revoked(&self, jti: &str) -> Result<bool>;
+    /// Records a use of the one-time id `id` until `expires_at`; answers
+    /// whether this was its first use (atomically: of two concurrent uses,
+    /// one is first). An entry expired at `now` counts as unused.
+    async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> Result<bool>;
 
     async fn upsert_consent(&self, consent: &Consent) -> Result<()>;
     async fn get_consent(&self, user_id: &str, client_id: &str) -> Result<Option<Consent>>;
@@ -436,6 +440,9 @@ pub(crate) mod sql {
          ON CONFLICT (jti) DO NOTHING";
     pub const LIST_JTIS: &str = "SELECT jti, expires_at FROM revoked_jtis WHERE expires_at > $1";
     pub const GET_JTI: &str = "SELECT 1 FROM revoked_jtis WHERE jti = $1";
+    pub const USE_ONCE: &str = "INSERT INTO used_jtis (id, expires_at) VALUES ($1, $2) \
+         ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE used_jtis.expires_at <= $3";
 
     pub const UPSERT_CONSENT: &str = concat!(
         "INSERT INTO consents (",
@@ -455,11 +462,12 @@ pub(crate) mod sql {
     );
     pub const DELETE_CONSENT: &str = "DELETE FROM consents WHERE user_id = $1 AND client_id = $2";
 
-    pub const PRUNE: [&str; 4] = [
+    pub const PRUNE: [&str; 5] = [
         "DELETE FROM auth_codes WHERE expires_at < $1",
         "DELETE FROM refresh_tokens WHERE expires_at < $1",
         "DELETE FROM access_tokens WHERE expires_at < $1",
         "DELETE FROM revoked_jtis WHERE expires_at < $1",
+        "DELETE FROM used_jtis WHERE expires_at < $1",
     ];
 }
 
@@ -1179,6 +1187,17 @@ macro_rules! impl_oauth_store {
                     .await
                     .map_err($crate::common::db_err)?;
                 Ok(row.is_some())
+            }
+
+            async fn use_once(&self, id: &str, expires_at: i64, now: i64) -> $crate::Result<bool> {
+                let done = sqlx::query($crate::oauth::sql::USE_ONCE)
+                    .bind(id)
+                    .bind(expires_at)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await
+                    .map_err($crate::common::db_err)?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn upsert_consent(&self, c: &$crate::oauth::Consent) -> $crate::Result<()> {

@@ -74,6 +74,11 @@ impl PgStore {
                 include_str!("../migrations/postgres/0005_oauth.sql"),
             ),
             (
+                6,
+                "used jtis",
+                include_str!("../migrations/postgres/0006_used_jtis.sql"),
+            ),
+            (
                 7,
                 "console",
                 include_str!("../migrations/postgres/0007_console.sql"),

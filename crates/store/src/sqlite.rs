@@ -106,6 +106,11 @@ impl SqliteStore {
                 include_str!("../migrations/sqlite/0005_oauth.sql"),
             ),
             (
+                6,
+                "used jtis",
+                include_str!("../migrations/sqlite/0006_used_jtis.sql"),
+            ),
+            (
                 7,
                 "console",
                 include_str!("../migrations/sqlite/0007_console.sql"),

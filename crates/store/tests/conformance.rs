@@ -111,6 +111,8 @@ conformance!(
     oauth_refresh_tokens_spend_concurrently,
     oauth_access_tokens,
     oauth_revoked_jtis,
+    oauth_use_once,
+    oauth_use_once_concurrently,
     oauth_consents,
     oauth_prune,
     oauth_change_feed,
@@ -3096,6 +3098,38 @@ async fn oauth_revoked_jtis(store: Arc<dyn Store>) {
     );
 }
 
+async fn oauth_use_once(store: Arc<dyn Store>) {
+    assert!(store.use_once("a", NOW + 100, NOW).await.unwrap());
+    assert!(!store.use_once("a", NOW + 100, NOW).await.unwrap());
+    // A second use does not extend the first one's record.
+    assert!(!store.use_once("a", NOW + 999, NOW + 50).await.unwrap());
+    assert!(store.use_once("b", NOW + 100, NOW).await.unwrap());
+    // Once its record expired, the id counts as unused (the token that
+    // carried it has expired too), even before a prune.
+    assert!(store.use_once("a", NOW + 300, NOW + 100).await.unwrap());
+    assert!(!store.use_once("a", NOW + 300, NOW + 299).await.unwrap());
+    // Revoked ids are another list.
+    assert!(!store.is_jti_revoked("a").await.unwrap());
+}
+
+async fn oauth_use_once_concurrently(store: Arc<dyn Store>) {
+    let start = ready_together(&store, 16).await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            store.use_once("once", NOW + 60_000, NOW).await.unwrap()
+        }));
+    }
+    let mut firsts = 0;
+    for t in tasks {
+        firsts += usize::from(t.await.unwrap());
+    }
+    assert_eq!(firsts, 1, "exactly one of 16 concurrent uses is the first");
+}
+
 async fn oauth_consents(store: Arc<dyn Store>) {
     oauth_fixture(&*store).await;
     assert_eq!(store.get_consent("u1", "c1").await.unwrap(), None);
@@ -3172,6 +3206,12 @@ async fn oauth_prune(store: Arc<dyn Store>) {
             .await
             .unwrap();
         store.revoke_jti(&format!("jti-{tag}"), exp).await.unwrap();
+        assert!(
+            store
+                .use_once(&format!("use-{tag}"), exp, NOW)
+                .await
+                .unwrap()
+        );
     }
     // Long expired, and a spent refresh token still valid.
     store
@@ -3182,7 +3222,7 @@ async fn oauth_prune(store: Arc<dyn Store>) {
     spent.spent_at = Some(NOW);
     store.create_refresh_token(&spent).await.unwrap();
 
-    assert_eq!(store.prune_oauth(cutoff).await.unwrap(), 5);
+    assert_eq!(store.prune_oauth(cutoff).await.unwrap(), 6);
 
     let g = |i: &str| oauth_grant(&format!("probe-{i}"), "c1", Some("u1"), NOW);
     for (tag, kept) in [("old", false), ("at", true), ("new", true)] {
@@ -3214,6 +3254,15 @@ async fn oauth_prune(store: Arc<dyn Store>) {
             store.is_jti_revoked(&format!("jti-{tag}")).await.unwrap(),
             kept,
             "jti-{tag}"
+        );
+        // A pruned one-time id is free again; a kept one is still used.
+        assert_eq!(
+            store
+                .use_once(&format!("use-{tag}"), cutoff + 5, NOW)
+                .await
+                .unwrap(),
+            !kept,
+            "use-{tag}"
         );
     }
     assert_eq!(

@@ -362,16 +362,19 @@ pub struct VerifyAnswer {
     pub detail: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub required_scopes: Option<Vec<String>>,
+    /// `api_key`, `access_token` or `client_jwt`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credential_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub org_id: Option<String>,
-    /// The key's `external_id` if set, else its id.
+    /// The key's `external_id` if set, else its id; a token's or client
+    /// JWT's `sub`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subject: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
-    /// For an access token: the OAuth client it was issued to.
+    /// For an access token: the OAuth client it was issued to; for a
+    /// client JWT: the client that signed it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -422,12 +425,6 @@ async fn verify(
 ) -> Result<Json<VerifyAnswer>, ApiError> {
     p.require("verify")?;
     let mut errors = Vec::new();
-    if req.credential.len() > 4096 {
-        errors.push(FieldError {
-            field: "credential".into(),
-            message: "At most 4096 bytes.".into(),
-        });
-    }
     if req.required_scopes.len() > latchkey_core::scope::MAX_SCOPES {
         errors.push(FieldError {
             field: "required_scopes".into(),

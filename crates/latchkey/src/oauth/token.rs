@@ -344,11 +344,15 @@ async fn check_assertion(app: &App, client: &Client, assertion: &str) -> Result<
     if c.jti.is_empty() || c.jti.len() > 200 {
         return Err(bad("no jti"));
     }
+    // Atomic: of two requests carrying one assertion, one is first.
     let seen = format!("assertion:{}:{}", client.id, c.jti);
-    if app.store.is_jti_revoked(&seen).await? {
+    if !app
+        .store
+        .use_once(&seen, (c.exp + 60) * 1000, app.now_ms())
+        .await?
+    {
         return Err(bad("already used"));
     }
-    app.store.revoke_jti(&seen, (c.exp + 60) * 1000).await?;
     Ok(())
 }
 

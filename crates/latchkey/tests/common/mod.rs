@@ -13,7 +13,7 @@
 pub mod upstream;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -537,4 +537,40 @@ macro_rules! both {
             }
         }
     };
+}
+
+/// Whether `program --version` runs.
+pub fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// None, with SKIPPED printed, when a tool is missing outside CI; under
+/// `CI=true` a missing tool fails the test (`.ci/run` installs them).
+pub fn tool_or_skip(ok: bool, what: &str) -> Option<()> {
+    if ok {
+        return Some(());
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{what} is required under CI=true (.ci/run installs it)");
+    }
+    eprintln!("SKIPPED: {what} is not installed");
+    None
+}
+
+/// The real client libraries' scripts and installs (Python, Node).
+pub fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// Seconds since the epoch (the clock tokens are signed and checked with).
+pub fn now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(since.as_secs()).unwrap()
 }
