@@ -427,19 +427,7 @@ pub async fn list(
     org_id: &str,
     f: LogFilter,
 ) -> Result<(Vec<LogEntry>, Option<String>), ApiError> {
-    app.store
-        .get_org(org_id)
-        .await
-        .map_err(|e| ApiError::from_store(e, "organization"))?;
-    let (q, limit) = query(org_id, f)?;
-    let mut rows = app.store.list_logs(&q).await?;
-    let next = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|e| encode_cursor(e.time, &e.id))
-    } else {
-        None
-    };
-    Ok((rows, next))
+    read(app, org_id, f, None).await
 }
 
 /// [`list`], reading at most `window` of the organization's entries when
@@ -453,18 +441,32 @@ pub async fn list_window(
     f: LogFilter,
     window: u32,
 ) -> Result<(Vec<LogEntry>, Option<String>), ApiError> {
+    read(app, org_id, f, Some(window)).await
+}
+
+async fn read(
+    app: &App,
+    org_id: &str,
+    f: LogFilter,
+    window: Option<u32>,
+) -> Result<(Vec<LogEntry>, Option<String>), ApiError> {
     app.store
         .get_org(org_id)
         .await
         .map_err(|e| ApiError::from_store(e, "organization"))?;
     let (q, limit) = query(org_id, f)?;
-    let w = app.store.list_logs_window(&q, window).await?;
-    let mut rows = w.entries;
+    let (mut rows, scanned_to) = match window {
+        None => (app.store.list_logs(&q).await?, None),
+        Some(n) => {
+            let w = app.store.list_logs_window(&q, n).await?;
+            (w.entries, w.scanned_to)
+        }
+    };
     let next = if rows.len() > limit as usize {
         rows.truncate(limit as usize);
         rows.last().map(|e| encode_cursor(e.time, &e.id))
     } else {
-        w.scanned_to.map(|(at, id)| encode_cursor(at, &id))
+        scanned_to.map(|(at, id)| encode_cursor(at, &id))
     };
     Ok((rows, next))
 }

@@ -217,6 +217,41 @@ impl LimitCols {
 macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:literal, $touch_keys:expr, $touch_roots:expr, $prune_logs:expr) => {
         impl $store {
+            /// Pushes the filters of `q` that every log read shares (the
+            /// organization, time range, client and cursor), the range as
+            /// single bounds (`logs::at_bounds`): from `stop` on, if given.
+            fn push_log_range(
+                qb: &mut sqlx::QueryBuilder<$db>,
+                q: &$crate::LogQuery,
+                stop: Option<i64>,
+            ) {
+                qb.push(" FROM logs WHERE org_id = ")
+                    .push_bind(q.org_id.clone());
+                if let Some(v) = &q.client_id {
+                    qb.push(" AND client_id = ").push_bind(v.clone());
+                }
+                let (lo, hi) = $crate::logs::at_bounds(q, stop);
+                if let Some(v) = lo {
+                    qb.push(" AND at >= ").push_bind(v);
+                }
+                match hi {
+                    Some((v, true)) => {
+                        qb.push(" AND at <= ").push_bind(v);
+                    }
+                    Some((v, false)) => {
+                        qb.push(" AND at < ").push_bind(v);
+                    }
+                    None => {}
+                }
+                if let Some((at, id)) = &q.cursor {
+                    qb.push(" AND (at, id) < (")
+                        .push_bind(*at)
+                        .push(", ")
+                        .push_bind(id.clone())
+                        .push(")");
+                }
+            }
+
             /// Looks a key up by digest through sqlx.
             async fn sqlx_key_by_digest(&self, digest: &[u8]) -> $crate::Result<Option<$crate::ApiKey>> {
                 let row = sqlx::query($crate::sql::KEY_BY_DIGEST)
@@ -626,37 +661,13 @@ macro_rules! impl_store {
                 // Only the filters given, so that each query can use the
                 // index of its most selective one.
                 let mut qb = sqlx::QueryBuilder::<$db>::new("SELECT ");
-                qb.push($crate::logs::LOG_COLS)
-                    .push(" FROM logs WHERE org_id = ")
-                    .push_bind(q.org_id.clone());
+                qb.push($crate::logs::LOG_COLS);
+                Self::push_log_range(&mut qb, q, None);
                 if let Some(v) = &q.key_id {
                     qb.push(" AND key_id = ").push_bind(v.clone());
                 }
-                if let Some(v) = &q.client_id {
-                    qb.push(" AND client_id = ").push_bind(v.clone());
-                }
                 if let Some(v) = &q.code {
                     qb.push(" AND code = ").push_bind(v.clone());
-                }
-                let (lo, hi) = $crate::logs::at_bounds(q, None);
-                if let Some(v) = lo {
-                    qb.push(" AND at >= ").push_bind(v);
-                }
-                match hi {
-                    Some((v, true)) => {
-                        qb.push(" AND at <= ").push_bind(v);
-                    }
-                    Some((v, false)) => {
-                        qb.push(" AND at < ").push_bind(v);
-                    }
-                    None => {}
-                }
-                if let Some((at, id)) = &q.cursor {
-                    qb.push(" AND (at, id) < (")
-                        .push_bind(*at)
-                        .push(", ")
-                        .push_bind(id.clone())
-                        .push(")");
                 }
                 qb.push(" ORDER BY at DESC, id DESC LIMIT ")
                     .push_bind(i64::from(q.limit));

@@ -234,43 +234,6 @@ pub(crate) const PG_SEARCH: SearchSql =
 /// `lower()` does.
 macro_rules! impl_console_store {
     ($store:ty, $db:ty, $search:expr, $fold:expr) => {
-        impl $store {
-            /// Pushes the filters of `q` that every log read shares (the
-            /// organization, time range, client and cursor), the range as
-            /// single bounds (`logs::at_bounds`): from `stop` on, if given.
-            fn push_log_range(
-                qb: &mut sqlx::QueryBuilder<$db>,
-                q: &$crate::LogQuery,
-                stop: Option<i64>,
-            ) {
-                qb.push(" FROM logs WHERE org_id = ")
-                    .push_bind(q.org_id.clone());
-                if let Some(v) = &q.client_id {
-                    qb.push(" AND client_id = ").push_bind(v.clone());
-                }
-                let (lo, hi) = $crate::logs::at_bounds(q, stop);
-                if let Some(v) = lo {
-                    qb.push(" AND at >= ").push_bind(v);
-                }
-                match hi {
-                    Some((v, true)) => {
-                        qb.push(" AND at <= ").push_bind(v);
-                    }
-                    Some((v, false)) => {
-                        qb.push(" AND at < ").push_bind(v);
-                    }
-                    None => {}
-                }
-                if let Some((at, id)) = &q.cursor {
-                    qb.push(" AND (at, id) < (")
-                        .push_bind(*at)
-                        .push(", ")
-                        .push_bind(id.clone())
-                        .push(")");
-                }
-            }
-        }
-
         #[async_trait::async_trait]
         impl $crate::console::ConsoleStore for $store {
             async fn create_session(&self, s: &$crate::console::Session) -> $crate::Result<()> {

@@ -12,15 +12,13 @@ use latchkey_store::oauth::Client;
 
 use super::keys::{ScopeGroup, scope_groups};
 use super::{
-    AppState, Ctx, Fail, FieldErrors, FormData, Layout, Need, answer, ok, page_response, see_other,
-    when,
+    AppState, Ctx, Fail, FieldErrors, FormData, Layout, Need, Rid, answer, ok, page_response,
+    see_other, when,
 };
 use crate::http::authorize::base_path;
-use crate::http::problem::RequestId;
 use crate::oauth::manage::{self, CreateClient, JwtAuth};
 
 const PAGE: u32 = 25;
-type Rid = Option<axum::Extension<RequestId>>;
 
 pub struct AppRow {
     pub id: String,
@@ -204,16 +202,15 @@ pub async fn create(
     body: Bytes,
 ) -> Response {
     let r = async {
-        let c = Ctx::load(
+        let (c, f) = Ctx::posted(
             &app,
             &headers,
             &org,
-            request_id.map(|r| r.0.0),
+            request_id,
             &here(&app, &org, "/new"),
+            &body,
         )
         .await?;
-        let f = FormData::parse(&body);
-        c.check_csrf(&f)?;
         c.need(Need::Admin("clients.create"), "register apps")?;
         let public = f.one("type") == Some("public");
         let mut scopes = f.all("scopes");
@@ -417,16 +414,15 @@ pub async fn rotate_secret(
     body: Bytes,
 ) -> Response {
     let r = async {
-        let c = Ctx::load(
+        let (c, _) = Ctx::posted(
             &app,
             &headers,
             &org,
-            request_id.map(|r| r.0.0),
+            request_id,
             &here(&app, &org, &format!("/{id}")),
+            &body,
         )
         .await?;
-        let f = FormData::parse(&body);
-        c.check_csrf(&f)?;
         c.need(Need::Admin("clients.update"), "change apps")?;
         let a = load_app(&c, &id).await?;
         let (client, secret) = manage::rotate_client_secret(&c.app, &c.actor(), &a.id).await?;
@@ -451,16 +447,15 @@ pub async fn delete(
     body: Bytes,
 ) -> Response {
     let r = async {
-        let c = Ctx::load(
+        let (c, _) = Ctx::posted(
             &app,
             &headers,
             &org,
-            request_id.map(|r| r.0.0),
+            request_id,
             &here(&app, &org, &format!("/{id}")),
+            &body,
         )
         .await?;
-        let f = FormData::parse(&body);
-        c.check_csrf(&f)?;
         c.need(Need::Admin("clients.delete"), "delete apps")?;
         let a = load_app(&c, &id).await?;
         manage::delete_client(&c.app, &c.actor(), &a.id).await?;
@@ -479,16 +474,15 @@ pub async fn revoke_consent(
     body: Bytes,
 ) -> Response {
     let r = async {
-        let c = Ctx::load(
+        let (c, _) = Ctx::posted(
             &app,
             &headers,
             &org,
-            request_id.map(|r| r.0.0),
+            request_id,
             &here(&app, &org, &format!("/{id}")),
+            &body,
         )
         .await?;
-        let f = FormData::parse(&body);
-        c.check_csrf(&f)?;
         c.need(Need::Admin("clients.update"), "withdraw consents")?;
         let a = load_app(&c, &id).await?;
         if !is_id(&user, "usr_") {

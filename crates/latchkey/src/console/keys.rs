@@ -16,21 +16,15 @@ use latchkey_store::ApiKey;
 use latchkey_store::console::{KeySearch, KeySearchQuery};
 
 use super::{
-    AppState, Ctx, Fail, FieldErrors, FormData, Layout, Need, Who, answer, iso, ok, page_response,
-    see_other, when,
+    AppState, Ctx, Fail, FieldErrors, FormData, Layout, Need, Rid, Who, answer, iso, ok,
+    page_response, see_other, when,
 };
-use crate::http::problem::RequestId;
 use crate::limits::RateLimitInput;
 use crate::service::{self, CreateKey, KeyListQuery, RevokeKey, RotateKey};
 use crate::views::{DurationInput, KeyStatus, key_status};
 
 /// Keys per page.
 const PAGE: u32 = 25;
-type Rid = Option<axum::Extension<RequestId>>;
-
-fn rid(r: Rid) -> Option<String> {
-    r.map(|r| r.0.0)
-}
 
 /// A key as a row of the list or the detail page.
 pub struct KeyRow {
@@ -580,9 +574,7 @@ pub async fn create(
             "{}/console/orgs/{org}/keys/new",
             crate::http::authorize::base_path(app.config.public_url())
         );
-        let c = Ctx::load(&app, &headers, &org, rid(request_id), &here).await?;
-        let f = FormData::parse(&body);
-        c.check_csrf(&f)?;
+        let (c, f) = Ctx::posted(&app, &headers, &org, request_id, &here, &body).await?;
         c.need(Need::CreateKey, "create keys")?;
         let mut errors = FieldErrors::default();
         let req = create_request(&c, &f, &mut errors);
@@ -630,6 +622,21 @@ struct KeyPage {
     replaced_href: Option<String>,
     from_href: Option<String>,
     member_note: bool,
+}
+
+/// The key `id` if it is this organization's and this person may revoke
+/// or rotate it (`scope`: the root key scope that takes), else 404 or 403.
+async fn managed_key(c: &Ctx, id: &str, scope: &'static str) -> Result<ApiKey, Fail> {
+    let k = load_key(c, id).await?;
+    if c.who.may_manage_key(&k, scope) {
+        Ok(k)
+    } else {
+        Err(c.framed(Fail::Forbidden(if scope == "keys.revoke" {
+            "revoke this key (members manage the keys they created)"
+        } else {
+            "rotate this key (members manage the keys they created)"
+        })))
+    }
 }
 
 /// The key `id` if it is this organization's (else 404, as for a key that
@@ -744,15 +751,8 @@ async fn confirm_page(
             crate::http::authorize::base_path(app.config.public_url())
         );
         let c = Ctx::load(&app, &headers, &org, None, &here).await?;
-        let k = load_key(&c, &id).await?;
         let scope = if revoke { "keys.revoke" } else { "keys.rotate" };
-        if !c.who.may_manage_key(&k, scope) {
-            return Err(Fail::Forbidden(if revoke {
-                "revoke this key (members manage the keys they created)"
-            } else {
-                "rotate this key (members manage the keys they created)"
-            }));
-        }
+        let k = managed_key(&c, &id, scope).await?;
         let key = row(&c, &k, &HashMap::new());
         let action = c.href(&format!("/keys/{}/{what}", k.id));
         let cancel = c.href(&format!("/keys/{}", k.id));
@@ -789,15 +789,8 @@ pub async fn revoke(
             "{}/console/orgs/{org}/keys/{id}",
             crate::http::authorize::base_path(app.config.public_url())
         );
-        let c = Ctx::load(&app, &headers, &org, rid(request_id), &here).await?;
-        let f = FormData::parse(&body);
-        c.check_csrf(&f)?;
-        let k = load_key(&c, &id).await?;
-        if !c.who.may_manage_key(&k, "keys.revoke") {
-            return Err(Fail::Forbidden(
-                "revoke this key (members manage the keys they created)",
-            ));
-        }
+        let (c, f) = Ctx::posted(&app, &headers, &org, request_id, &here, &body).await?;
+        let k = managed_key(&c, &id, "keys.revoke").await?;
         let req = RevokeKey {
             reason: f.one("reason").map(|r| r.trim().to_owned()),
         };
@@ -825,15 +818,8 @@ pub async fn rotate(
             "{}/console/orgs/{org}/keys/{id}",
             crate::http::authorize::base_path(app.config.public_url())
         );
-        let c = Ctx::load(&app, &headers, &org, rid(request_id), &here).await?;
-        let f = FormData::parse(&body);
-        c.check_csrf(&f)?;
-        let k = load_key(&c, &id).await?;
-        if !c.who.may_manage_key(&k, "keys.rotate") {
-            return Err(Fail::Forbidden(
-                "rotate this key (members manage the keys they created)",
-            ));
-        }
+        let (c, f) = Ctx::posted(&app, &headers, &org, request_id, &here, &body).await?;
+        let k = managed_key(&c, &id, "keys.rotate").await?;
         let grace = match f.one("grace_period").unwrap_or("0").parse::<i64>() {
             Ok(g) => g,
             Err(_) => return Err(Fail::Bad("Pick a grace period from the list.".into())),

@@ -109,41 +109,30 @@ async fn rows(c: &Ctx, entries: &[LogEntry]) -> Vec<LogRow> {
     let mut keys: HashMap<String, Option<(String, String)>> = HashMap::new();
     let mut users: HashMap<String, Option<String>> = HashMap::new();
     for e in entries {
-        match &e.event {
-            LogEvent::Decision(d) => {
-                if let Some(k) = &d.key_id
-                    && !keys.contains_key(k)
-                {
-                    let found = c
-                        .app
-                        .store
-                        .get_key(k)
-                        .await
-                        .ok()
-                        .filter(|key| key.org_id == c.org.id)
-                        .map(|key| (key.name, key.start));
-                    keys.insert(k.clone(), found);
-                }
-            }
-            LogEvent::Action(a) => {
-                if let Some(k) = a.target.as_ref().filter(|t| is_id(t, "key_"))
-                    && !keys.contains_key(k)
-                {
-                    let found = c
-                        .app
-                        .store
-                        .get_key(k)
-                        .await
-                        .ok()
-                        .filter(|key| key.org_id == c.org.id)
-                        .map(|key| (key.name, key.start));
-                    keys.insert(k.clone(), found);
-                }
-                if a.actor.starts_with("usr_") && !users.contains_key(&a.actor) {
-                    let found = c.app.store.get_user(&a.actor).await.ok().map(|u| u.email);
-                    users.insert(a.actor.clone(), found);
-                }
-            }
+        // The key each entry names: a decision's, or an action's target.
+        let key = match &e.event {
+            LogEvent::Decision(d) => d.key_id.as_ref(),
+            LogEvent::Action(a) => a.target.as_ref().filter(|t| is_id(t, "key_")),
+        };
+        if let Some(k) = key
+            && !keys.contains_key(k)
+        {
+            let found = c
+                .app
+                .store
+                .get_key(k)
+                .await
+                .ok()
+                .filter(|key| key.org_id == c.org.id)
+                .map(|key| (key.name, key.start));
+            keys.insert(k.clone(), found);
+        }
+        if let LogEvent::Action(a) = &e.event
+            && a.actor.starts_with("usr_")
+            && !users.contains_key(&a.actor)
+        {
+            let found = c.app.store.get_user(&a.actor).await.ok().map(|u| u.email);
+            users.insert(a.actor.clone(), found);
         }
     }
     entries

@@ -10,15 +10,13 @@ use latchkey_core::ids::is_id;
 use latchkey_store::oauth::User;
 
 use super::{
-    AppState, Ctx, Fail, FieldErrors, FormData, Layout, Need, answer, ok, page_response, see_other,
-    when,
+    AppState, Ctx, Fail, FieldErrors, FormData, Layout, Need, Rid, answer, ok, page_response,
+    see_other, when,
 };
 use crate::http::authorize::base_path;
-use crate::http::problem::RequestId;
 use crate::oauth::manage::{self, CreateUser};
 
 const PAGE: u32 = 50;
-type Rid = Option<axum::Extension<RequestId>>;
 
 pub struct MemberRow {
     pub email: String,
@@ -117,16 +115,15 @@ pub async fn add(
     body: Bytes,
 ) -> Response {
     let r = async {
-        let c = Ctx::load(
+        let (c, f) = Ctx::posted(
             &app,
             &headers,
             &org,
-            request_id.map(|r| r.0.0),
+            request_id,
             &here(&app, &org, ""),
+            &body,
         )
         .await?;
-        let f = FormData::parse(&body);
-        c.check_csrf(&f)?;
         c.need(Need::Admin("users.create"), "add members")?;
         let req = CreateUser {
             email: f.one("email").unwrap_or("").to_owned(),
@@ -213,16 +210,15 @@ pub async fn remove(
     body: Bytes,
 ) -> Response {
     let r = async {
-        let c = Ctx::load(
+        let (c, _) = Ctx::posted(
             &app,
             &headers,
             &org,
-            request_id.map(|r| r.0.0),
+            request_id,
             &here(&app, &org, ""),
+            &body,
         )
         .await?;
-        let f = FormData::parse(&body);
-        c.check_csrf(&f)?;
         c.need(Need::Admin("users.delete"), "remove members")?;
         let u = load_member(&c, &id).await?;
         if u.id == c.who.id() {

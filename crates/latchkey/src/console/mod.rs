@@ -47,6 +47,8 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 pub const PREFIX: &str = "/console";
 
 type AppState = State<Arc<App>>;
+/// The id of the request being answered (for the usage log's actions).
+type Rid = Option<axum::Extension<crate::http::problem::RequestId>>;
 
 pub fn router() -> Router<Arc<App>> {
     Router::new()
@@ -239,6 +241,22 @@ impl Ctx {
             who,
             request_id,
         })
+    }
+
+    /// The context of a form posted to a page of `org_id`, and its fields:
+    /// [`Ctx::load`], then the form's CSRF token checked.
+    pub async fn posted(
+        app: &Arc<App>,
+        headers: &HeaderMap,
+        org_id: &str,
+        request_id: Rid,
+        here: &str,
+        body: &[u8],
+    ) -> Result<(Ctx, FormData), Fail> {
+        let c = Ctx::load(app, headers, org_id, request_id.map(|r| r.0.0), here).await?;
+        let f = FormData::parse(body);
+        c.check_csrf(&f)?;
+        Ok((c, f))
     }
 
     /// [`Fail::Forbidden`] unless the person may do `need`.
@@ -635,18 +653,7 @@ async fn asset(Path(file): Path<String>) -> Response {
         "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
         _ => return Fail::NotFound.respond_bare(),
     };
-    let mut res = body.into_response();
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    res
+    crate::http::authorize::static_asset(body, kind)
 }
 
 impl Fail {

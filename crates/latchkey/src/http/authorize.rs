@@ -518,13 +518,16 @@ async fn issue(
 }
 
 /// `GET /oauth/assets/style.css`.
-async fn stylesheet() -> impl IntoResponse {
+async fn stylesheet() -> Response {
+    static_asset(STYLESHEET, "text/css; charset=utf-8")
+}
+
+/// A file compiled into the binary (a stylesheet, a script), cached for an
+/// hour, never sniffed as another type.
+pub(crate) fn static_asset(body: &'static str, content_type: &'static str) -> Response {
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/css; charset=utf-8"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (
                 header::CACHE_CONTROL,
                 HeaderValue::from_static("public, max-age=3600"),
@@ -534,8 +537,9 @@ async fn stylesheet() -> impl IntoResponse {
                 HeaderValue::from_static("nosniff"),
             ),
         ],
-        STYLESHEET,
+        body,
     )
+        .into_response()
 }
 
 #[cfg(test)]
