@@ -138,6 +138,11 @@ pub struct Caches {
     /// once per node. Expiry, revocation, the grant and the client are
     /// still checked on every use.
     verified: moka::sync::Cache<[u8; 32], Arc<crate::jose::AccessClaims>>,
+    /// Client-signed JWTs whose signature this node checked, by the
+    /// SHA-256 of the token, with the client record it held for: a token
+    /// a client reuses is verified once per node. The claims (time
+    /// included) are checked on every use.
+    verified_jwts: moka::sync::Cache<[u8; 32], Arc<VerifiedJwt>>,
     /// The keys each client's JWTs are verified with, built from the
     /// client record they were read from (a changed record builds anew).
     client_keys: moka::sync::Cache<String, Arc<ClientJwtKeys>>,
@@ -179,6 +184,7 @@ impl Caches {
         self.access_tokens.invalidate_all();
         self.verified.invalidate_all();
         self.client_keys.invalidate_all();
+        self.verified_jwts.invalidate_all();
         self.signing_keys_stale.store(true, Ordering::Release);
         // Revocations may have been missed: reload before trusting the set.
         self.jtis_loaded.store(false, Ordering::Release);
@@ -202,6 +208,12 @@ impl ChangeSink for Caches {
         self.bypass.store(false, Ordering::Release);
         metrics::gauge!("latchkey_change_feed_up").set(1.0);
     }
+}
+
+/// A client JWT whose signature held for `client`: its claims.
+pub struct VerifiedJwt {
+    pub client: Arc<Client>,
+    pub claims: serde_json::Map<String, serde_json::Value>,
 }
 
 /// A client's JWT verification keys, and the record they came from.
@@ -253,6 +265,10 @@ impl App {
             verified: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(config.oauth.access_token_ttl.0)
+                .build(),
+            verified_jwts: moka::sync::Cache::builder()
+                .max_capacity(cap)
+                .time_to_live(config.jwt_auth.max_lifetime.0 + config.jwt_auth.leeway.0)
                 .build(),
             client_keys: moka::sync::Cache::builder()
                 .max_capacity(cap)
@@ -549,6 +565,19 @@ impl App {
             .client_keys
             .insert(client.id.clone(), entry.clone());
         Ok(entry)
+    }
+
+    /// A client JWT this node verified before (none while the change
+    /// feed is down: the client record may have changed unseen).
+    pub fn verified_client_jwt(&self, digest: &[u8; 32]) -> Option<Arc<VerifiedJwt>> {
+        if self.caches.bypass.load(Ordering::Acquire) {
+            return None;
+        }
+        self.caches.verified_jwts.get(digest)
+    }
+
+    pub fn remember_client_jwt(&self, digest: [u8; 32], verified: Arc<VerifiedJwt>) {
+        self.caches.verified_jwts.insert(digest, verified);
     }
 
     pub fn forget_client(&self, id: &str) {

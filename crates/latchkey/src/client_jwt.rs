@@ -425,12 +425,12 @@ impl Jws<'_> {
         now_s: i64,
     ) -> Result<Claims, Refusal> {
         self.verify_signature(client, policy)?;
-        self.check_claims(client, policy, now_s)
+        check_claims(&self.claims, &client.client_id, policy, now_s)
     }
 
     /// The header's checks and the signature: once this holds, the token
     /// is the client's own, and what else is wrong with it is the
-    /// client's doing ([`Jws::check_claims`]).
+    /// client's doing ([`check_claims`]).
     pub fn verify_signature(
         &self,
         client: &ClientKeys,
@@ -541,111 +541,116 @@ impl Jws<'_> {
         }
     }
 
-    /// The claims' checks, at `now_s`.
-    pub fn check_claims(
-        &self,
-        client: &ClientKeys,
-        policy: &Policy<'_>,
-        now_s: i64,
-    ) -> Result<Claims, Refusal> {
-        let c = &self.claims;
-        if self.issuer() != Some(client.client_id.as_str()) {
-            return Err(invalid("The token's iss is not this client's id."));
+    /// The claims, once the signature held (to keep them).
+    pub fn into_claims(self) -> Map<String, Value> {
+        self.claims
+    }
+}
+
+/// The claims' checks for a token of `client_id` whose signature held, at
+/// `now_s` (also on a token verified before: time moves).
+pub fn check_claims(
+    c: &Map<String, Value>,
+    client_id: &str,
+    policy: &Policy<'_>,
+    now_s: i64,
+) -> Result<Claims, Refusal> {
+    if c.get("iss").and_then(Value::as_str) != Some(client_id) {
+        return Err(invalid("The token's iss is not this client's id."));
+    }
+    let sub = id_str(
+        c.get("sub")
+            .ok_or_else(|| invalid("The token has no sub (its subject)."))?,
+        "sub",
+    )?
+    .to_owned();
+    let aud_ok = match c.get("aud") {
+        Some(Value::String(a)) => a == policy.audience,
+        Some(Value::Array(all)) if all.iter().all(Value::is_string) => {
+            all.iter().any(|a| a.as_str() == Some(policy.audience))
         }
-        let sub = id_str(
-            c.get("sub")
-                .ok_or_else(|| invalid("The token has no sub (its subject)."))?,
-            "sub",
-        )?
-        .to_owned();
-        let aud_ok = match c.get("aud") {
-            Some(Value::String(a)) => a == policy.audience,
-            Some(Value::Array(all)) if all.iter().all(Value::is_string) => {
-                all.iter().any(|a| a.as_str() == Some(policy.audience))
-            }
-            Some(_) => {
-                return Err(invalid(
-                    "The token's aud must be a string or an array of strings.",
-                ));
-            }
-            None => {
-                return Err(invalid(format!(
-                    "The token has no aud; it must be {}.",
-                    policy.audience
-                )));
-            }
-        };
-        if !aud_ok {
+        Some(_) => {
+            return Err(invalid(
+                "The token's aud must be a string or an array of strings.",
+            ));
+        }
+        None => {
             return Err(invalid(format!(
-                "The token's aud is not this API's audience, {}.",
+                "The token has no aud; it must be {}.",
                 policy.audience
             )));
         }
-        let exp = numeric(c, "exp")?.ok_or_else(|| invalid("The token has no exp."))?;
-        let iat = numeric(c, "iat")?.ok_or_else(|| invalid("The token has no iat."))?;
-        let nbf = numeric(c, "nbf")?;
-        if exp < iat {
-            return Err(invalid("The token's exp is before its iat."));
-        }
-        if exp - iat > policy.max_lifetime_s {
-            return Err(invalid(format!(
-                "The token lasts {} s from iat to exp; at most {} s is accepted.",
-                exp - iat,
-                policy.max_lifetime_s
-            )));
-        }
-        // RFC 7519 §4.1.4: not accepted on or after exp.
-        if now_s >= exp.saturating_add(policy.leeway_s) {
-            return Err(Refusal::Expired(exp));
-        }
-        if iat > now_s.saturating_add(policy.leeway_s) {
-            return Err(invalid("The token was issued in the future (iat)."));
-        }
-        if nbf.is_some_and(|nbf| nbf > now_s.saturating_add(policy.leeway_s)) {
-            return Err(invalid("The token is not valid yet (nbf)."));
-        }
-        let jti = match c.get("jti") {
-            None => None,
-            Some(v) => Some(id_str(v, "jti")?.to_owned()),
-        };
-        if policy.require_jti && jti.is_none() {
-            return Err(invalid(
-                "This API requires a jti in each token: a unique id, accepted once.",
-            ));
-        }
-        let scope = match c.get("scope") {
-            None => None,
-            Some(Value::String(s)) => {
-                let scopes: Vec<String> = s
-                    .split(' ')
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                if scopes.len() > MAX_SCOPES
-                    || !scopes
-                        .iter()
-                        .all(|t| latchkey_core::scope::is_scope_token(t))
-                {
-                    return Err(invalid(
-                        "The token's scope is not a list of at most 100 scope tokens.",
-                    ));
-                }
-                Some(scopes)
-            }
-            Some(_) => {
+    };
+    if !aud_ok {
+        return Err(invalid(format!(
+            "The token's aud is not this API's audience, {}.",
+            policy.audience
+        )));
+    }
+    let exp = numeric(c, "exp")?.ok_or_else(|| invalid("The token has no exp."))?;
+    let iat = numeric(c, "iat")?.ok_or_else(|| invalid("The token has no iat."))?;
+    let nbf = numeric(c, "nbf")?;
+    if exp < iat {
+        return Err(invalid("The token's exp is before its iat."));
+    }
+    if exp - iat > policy.max_lifetime_s {
+        return Err(invalid(format!(
+            "The token lasts {} s from iat to exp; at most {} s is accepted.",
+            exp - iat,
+            policy.max_lifetime_s
+        )));
+    }
+    // RFC 7519 §4.1.4: not accepted on or after exp.
+    if now_s >= exp.saturating_add(policy.leeway_s) {
+        return Err(Refusal::Expired(exp));
+    }
+    if iat > now_s.saturating_add(policy.leeway_s) {
+        return Err(invalid("The token was issued in the future (iat)."));
+    }
+    if nbf.is_some_and(|nbf| nbf > now_s.saturating_add(policy.leeway_s)) {
+        return Err(invalid("The token is not valid yet (nbf)."));
+    }
+    let jti = match c.get("jti") {
+        None => None,
+        Some(v) => Some(id_str(v, "jti")?.to_owned()),
+    };
+    if policy.require_jti && jti.is_none() {
+        return Err(invalid(
+            "This API requires a jti in each token: a unique id, accepted once.",
+        ));
+    }
+    let scope = match c.get("scope") {
+        None => None,
+        Some(Value::String(s)) => {
+            let scopes: Vec<String> = s
+                .split(' ')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if scopes.len() > MAX_SCOPES
+                || !scopes
+                    .iter()
+                    .all(|t| latchkey_core::scope::is_scope_token(t))
+            {
                 return Err(invalid(
-                    "The token's scope must be a string of space-separated scopes.",
+                    "The token's scope is not a list of at most 100 scope tokens.",
                 ));
             }
-        };
-        Ok(Claims {
-            sub,
-            exp,
-            iat,
-            jti,
-            scope,
-        })
-    }
+            Some(scopes)
+        }
+        Some(_) => {
+            return Err(invalid(
+                "The token's scope must be a string of space-separated scopes.",
+            ));
+        }
+    };
+    Ok(Claims {
+        sub,
+        exp,
+        iat,
+        jti,
+        scope,
+    })
 }
 
 #[cfg(test)]

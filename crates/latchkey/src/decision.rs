@@ -252,11 +252,50 @@ fn jwt_refusal(r: client_jwt::Refusal) -> ApiError {
 /// A JWS: an access token of this server's, or a client-signed JWT,
 /// told apart by its `iss` before any key is chosen.
 async fn decide_jwt(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
+    // A client JWT this node verified before: its signature held for the
+    // client record it still has (a changed record is a new one).
+    let digest = keyfmt::digest(ask.credential);
+    if let Some(hit) = app.verified_client_jwt(&digest)
+        && let Some(client) = app.client(&hit.client.id).await?
+        && Arc::ptr_eq(&client, &hit.client)
+    {
+        return client_jwt_grant(app, ask, &client, &hit.claims).await;
+    }
     let jws = client_jwt::parse(ask.credential).map_err(jwt_refusal)?;
     match jws.issuer() {
         Some(iss) if iss == app.config.public_url() => decide_token(app, ask).await,
         Some(iss) if latchkey_core::ids::is_id(iss, "cli_") => {
-            decide_client_jwt(app, ask, &jws, iss).await
+            let Some(client) = app.client(iss).await? else {
+                return Err(invalid_token(
+                    "The token's iss is not the id of a registered client.",
+                ));
+            };
+            let keys = app.client_jwt_keys(&client).map_err(|e| {
+                tracing::error!(error = %e, client_id = %client.id, "cannot open a client's secret");
+                ApiError::internal()
+            })?;
+            let Some(keys) = &keys.keys else {
+                return Err(invalid_token(
+                    "This client is not set up for client-signed JWTs (jwt_auth).",
+                ));
+            };
+            // Until the signature holds, the token may be anyone's: its
+            // refusal names no client (and writes nothing to its log).
+            let audience = app.config.jwt_audience();
+            jws.verify_signature(keys, &jwt_policy(app, &audience))
+                .map_err(jwt_refusal)?;
+            let claims = jws.into_claims();
+            if app.config.jwt_auth.require_jti {
+                // One-time tokens: nothing to gain from remembering them.
+                client_jwt_grant(app, ask, &client, &claims).await
+            } else {
+                let verified = Arc::new(crate::app::VerifiedJwt {
+                    client: client.clone(),
+                    claims,
+                });
+                app.remember_client_jwt(digest, verified.clone());
+                client_jwt_grant(app, ask, &client, &verified.claims).await
+            }
         }
         Some(_) => Err(invalid_token(
             "The token's iss is neither this server nor the id of a registered client.",
@@ -267,47 +306,33 @@ async fn decide_jwt(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
     }
 }
 
-/// A JWT a client signed (SPEC §7): the client's pinned algorithm and
-/// keys, the claims under `[jwt_auth]`, the scopes narrowed by `scope`;
-/// then the client's rate limit and the required scopes; a `jti` spent
-/// last, when `require_jti` is on (so a token refused for its rate limit
-/// can be sent again).
-async fn decide_client_jwt(
-    app: &App,
-    ask: Ask<'_>,
-    jws: &client_jwt::Jws<'_>,
-    iss: &str,
-) -> Result<Grant, ApiError> {
-    let Some(client) = app.client(iss).await? else {
-        return Err(invalid_token(
-            "The token's iss is not the id of a registered client.",
-        ));
-    };
-    let keys = app.client_jwt_keys(&client).map_err(|e| {
-        tracing::error!(error = %e, client_id = %client.id, "cannot open a client's secret");
-        ApiError::internal()
-    })?;
-    let Some(keys) = &keys.keys else {
-        return Err(invalid_token(
-            "This client is not set up for client-signed JWTs (jwt_auth).",
-        ));
-    };
+/// The rules of `[jwt_auth]`, for tokens of `audience`.
+fn jwt_policy<'a>(app: &'a App, audience: &'a str) -> client_jwt::Policy<'a> {
     let j = &app.config.jwt_auth;
-    let audience = app.config.jwt_audience();
-    let leeway_s = i64::try_from(j.leeway.0.as_secs()).unwrap_or(0);
-    let policy = client_jwt::Policy {
-        audience: &audience,
+    client_jwt::Policy {
+        audience,
         max_lifetime_s: i64::try_from(j.max_lifetime.0.as_secs()).unwrap_or(0),
-        leeway_s,
+        leeway_s: i64::try_from(j.leeway.0.as_secs()).unwrap_or(0),
         require_jti: j.require_jti,
         typ: j.typ.as_deref(),
-    };
-    // Until the signature holds, the token may be anyone's: its refusal
-    // names no client (and writes nothing to the client's log).
-    jws.verify_signature(keys, &policy).map_err(jwt_refusal)?;
+    }
+}
+
+/// A JWT `client` signed (SPEC §7), its signature checked: the claims
+/// under `[jwt_auth]`, the scopes narrowed by `scope`; then the client's
+/// rate limit and the required scopes; a `jti` spent last, when
+/// `require_jti` is on (so a token refused for its rate limit can be sent
+/// again).
+async fn client_jwt_grant(
+    app: &App,
+    ask: Ask<'_>,
+    client: &Arc<latchkey_store::oauth::Client>,
+    claims: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Grant, ApiError> {
+    let audience = app.config.jwt_audience();
+    let policy = jwt_policy(app, &audience);
     let on = |e: ApiError| e.on_key(&client.org_id, &client.id);
-    let claims = jws
-        .check_claims(keys, &policy, app.now_ms() / 1000)
+    let claims = client_jwt::check_claims(claims, &client.id, &policy, app.now_ms() / 1000)
         .map_err(|r| on(jwt_refusal(r)))?;
     let scopes = match claims.scope {
         None => client.scopes.clone(),
@@ -334,8 +359,11 @@ async fn decide_client_jwt(
         grant_id: None,
     };
     let grant = client_grant(app, info, true, ask).await?;
-    if let (true, Some(jti)) = (j.require_jti, &claims.jti) {
-        let until = claims.exp.saturating_add(leeway_s).saturating_mul(1000);
+    if let (true, Some(jti)) = (policy.require_jti, &claims.jti) {
+        let until = claims
+            .exp
+            .saturating_add(policy.leeway_s)
+            .saturating_mul(1000);
         let id = format!("jwt:{}:{jti}", client.id);
         if !app.store.use_once(&id, until, app.now_ms()).await? {
             return Err(on(invalid_token(
