@@ -8,18 +8,23 @@
 # `latchkey serve` with [jwt_auth] audience set, three clients registered
 # through the API (HS256 with its secret; EdDSA and ES256 with keys made
 # by latchkey-bench and registered as JWKs) and 1,000 distinct tokens
-# signed for each, a warm-up, then interleaved rounds at -c32 and -c1 of
-#   healthz, jwt-hs256, jwt-eddsa, healthz, jwt-es256
+# signed for each (reused: as a client keeps its token until it expires)
+# and 700,000 more each (sent once: a signature the server never saw), a
+# warm-up, then interleaved rounds at -c32 and -c1 of
+#   healthz, jwt-hs256, jwt-eddsa, healthz, jwt-es256,
+#   healthz, jwt-hs256-fresh, jwt-eddsa-fresh, healthz, jwt-es256-fresh, healthz
 # where each jwt-* run is POST /v1/verify of tokens drawn at random from
-# that algorithm's 1,000 (goals: HS256 / healthz >= 0.4, EdDSA and ES256 /
+# that algorithm's 1,000, and each jwt-*-fresh run of tokens taken in
+# order, each once (goals: HS256 / healthz >= 0.4, EdDSA and ES256 /
 # healthz >= 0.25). Every answer must be valid: true.
 # Prints the tables; exits 1 if any run had a wrong answer or an error.
 #
 # Overrides: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_C1_SECONDS (3),
-# BENCH_C1_ROUNDS (2), BENCH_TOKENS (1000), BENCH_WARMUP (3),
+# BENCH_C1_ROUNDS (2), BENCH_TOKENS (1000), BENCH_FRESH_TOKENS (700000;
+# 0: no fresh runs; more runs need more), BENCH_WARMUP (3),
 # BENCH_CONNECTIONS (32), BENCH_BACKENDS ("sqlite postgres"),
 # BENCH_PG_URL (postgres://postgres@127.0.0.1:5432), BENCH_SKIP_BUILD=1.
-# Smoke run: BENCH_SECONDS=1 BENCH_ROUNDS=1 BENCH_C1_SECONDS=1 BENCH_C1_ROUNDS=1 BENCH_WARMUP=1 BENCH_BACKENDS=sqlite bench/jwt.sh
+# Smoke run: BENCH_SECONDS=1 BENCH_ROUNDS=1 BENCH_C1_SECONDS=1 BENCH_C1_ROUNDS=1 BENCH_WARMUP=1 BENCH_FRESH_TOKENS=100000 BENCH_BACKENDS=sqlite bench/jwt.sh
 set -euo pipefail
 
 ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,6 +33,7 @@ cd "$ROOT_DIR"
 source "$ROOT_DIR/bench/lib.sh"
 
 TOKENS=${BENCH_TOKENS:-1000}
+FRESH=${BENCH_FRESH_TOKENS:-700000}
 BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
 AUDIENCE=https://api.bench.test
 
@@ -35,7 +41,7 @@ bench_build
 
 bench_work latchkey-jwt
 
-bench_header "BENCH_SECONDS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_C1_SECONDS=$C1_SECS BENCH_C1_ROUNDS=$C1_ROUNDS BENCH_TOKENS=$TOKENS BENCH_CONNECTIONS=$CONNS BENCH_BACKENDS=\"$BACKENDS\" bench/jwt.sh" >"$WORK/header.md"
+bench_header "BENCH_SECONDS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_C1_SECONDS=$C1_SECS BENCH_C1_ROUNDS=$C1_ROUNDS BENCH_TOKENS=$TOKENS BENCH_FRESH_TOKENS=$FRESH BENCH_CONNECTIONS=$CONNS BENCH_BACKENDS=\"$BACKENDS\" bench/jwt.sh" >"$WORK/header.md"
 cat "$WORK/header.md" >&2
 
 for backend in $BACKENDS; do
@@ -57,7 +63,7 @@ TOML
     url=$STARTED_URL
     echo "== $backend: server pid $server_pid at $url" >&2
 
-    LATCHKEY_ROOT_KEY=$root "$LB" seed-jwts --url "$url" --out "$dir" --tokens "$TOKENS" \
+    LATCHKEY_ROOT_KEY=$root "$LB" seed-jwts --url "$url" --out "$dir" --tokens "$TOKENS" --fresh "$FRESH" \
         --audience "$AUDIENCE" --lifetime 3600
     LATCHKEY_ROOT_KEY=$root "$LB" suite --plan jwt \
         --url "$url" --dir "$dir" --backend "$backend" --server-pid "$server_pid" \

@@ -22,11 +22,13 @@ use serde_json::{Value, json};
 use crate::client::{Conn, Target};
 use crate::seed::{call, field};
 
-/// The algorithms benchmarked, and the file each one's tokens go to.
-pub const ALGS: [(&str, &str); 3] = [
-    ("HS256", "jwt-hs256.txt"),
-    ("EdDSA", "jwt-eddsa.txt"),
-    ("ES256", "jwt-es256.txt"),
+/// The algorithms benchmarked, and the files their tokens go to: a few
+/// tokens each used many times (as clients reuse a token until it
+/// expires), and many tokens each sent once.
+pub const ALGS: [(&str, &str, &str); 3] = [
+    ("HS256", "jwt-hs256.txt", "jwt-hs256-fresh.txt"),
+    ("EdDSA", "jwt-eddsa.txt", "jwt-eddsa-fresh.txt"),
+    ("ES256", "jwt-es256.txt", "jwt-es256-fresh.txt"),
 ];
 
 enum Key {
@@ -89,15 +91,20 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
-/// Registers the clients through `target` and writes `tokens` tokens per
-/// algorithm into `out`, each for `audience`, valid for `lifetime_s`.
-pub async fn seed(
-    target: &Target,
-    out: &Path,
-    tokens: usize,
-    audience: &str,
-    lifetime_s: i64,
-) -> Result<()> {
+/// What to seed.
+pub struct JwtSeed<'a> {
+    /// Tokens to reuse, per algorithm.
+    pub tokens: usize,
+    /// Tokens to send once each, per algorithm.
+    pub fresh: usize,
+    pub audience: &'a str,
+    /// `exp - iat` of each token.
+    pub lifetime_s: i64,
+}
+
+/// Registers the clients through `target` and writes their tokens into
+/// `out`.
+pub async fn seed(target: &Target, out: &Path, args: &JwtSeed<'_>) -> Result<()> {
     std::fs::create_dir_all(out)?;
     let mut conn = Conn::open(target).await?;
     let org = call(
@@ -110,7 +117,7 @@ pub async fn seed(
     )
     .await?;
     let org_id = field(&org, "id")?;
-    for (alg, file) in ALGS {
+    for (alg, file, fresh_file) in ALGS {
         let (pair, jwks) = if alg == "HS256" {
             (None, Value::Null)
         } else {
@@ -147,23 +154,31 @@ pub async fn seed(
         };
         let header = b64(&serde_json::to_vec(&header)?);
         let iat = now();
-        let mut text = String::new();
-        for i in 0..tokens {
-            let claims = json!({"iss": client_id, "sub": format!("bench-{i}"), "aud": audience,
-                                "iat": iat, "exp": iat + lifetime_s, "jti": format!("bench-{i}")});
-            let input = format!("{header}.{}", b64(&serde_json::to_vec(&claims)?));
-            let sig = key.sign(input.as_bytes())?;
-            text.push_str(&input);
-            text.push('.');
-            text.push_str(&b64(&sig));
-            text.push('\n');
+        let sign = |tag: &str, n: usize, file: &str| -> Result<()> {
+            let mut text = String::with_capacity(n * 400);
+            for i in 0..n {
+                let id = format!("bench-{tag}-{i}");
+                let claims = json!({"iss": client_id, "sub": id, "aud": args.audience,
+                                    "iat": iat, "exp": iat + args.lifetime_s, "jti": id});
+                let input = format!("{header}.{}", b64(&serde_json::to_vec(&claims)?));
+                let sig = key.sign(input.as_bytes())?;
+                text.push_str(&input);
+                text.push('.');
+                text.push_str(&b64(&sig));
+                text.push('\n');
+            }
+            let path = out.join(file);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!(
+                "{alg}: client {client_id}, {n} tokens in {}",
+                path.display()
+            );
+            Ok(())
+        };
+        sign("reused", args.tokens, file)?;
+        if args.fresh > 0 {
+            sign("fresh", args.fresh, fresh_file)?;
         }
-        let path = out.join(file);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        eprintln!(
-            "{alg}: client {client_id}, {tokens} tokens in {}",
-            path.display()
-        );
     }
     Ok(())
 }

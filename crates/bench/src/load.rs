@@ -116,6 +116,10 @@ pub struct Workload {
     /// among `headers`).
     body: Option<Bytes>,
     picks: Arc<Vec<Pick>>,
+    /// Set: `picks` are drawn in order, each once, across every
+    /// connection and every run of this workload (a request past the last
+    /// is an error), so no credential is seen twice by the server.
+    once: Option<Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 /// The path of the protected API that the forward-auth and proxy
@@ -150,6 +154,7 @@ impl Workload {
             auth: None,
             body: None,
             picks: Arc::new(Vec::new()),
+            once: None,
         }
     }
 
@@ -170,6 +175,7 @@ impl Workload {
             auth: None,
             body: None,
             picks: Arc::new(bodies),
+            once: None,
         })
     }
 
@@ -194,6 +200,7 @@ impl Workload {
             auth: None,
             body: None,
             picks: Arc::new(bearers(first(keys, limit)?)?),
+            once: None,
         })
     }
 
@@ -209,6 +216,7 @@ impl Workload {
             auth: None,
             body: None,
             picks: Arc::new(bearers(first(keys, limit)?)?),
+            once: None,
         })
     }
 
@@ -236,6 +244,7 @@ impl Workload {
             auth: Some(auth),
             body: Some(Bytes::from(body)),
             picks: Arc::new(Vec::new()),
+            once: None,
         }
     }
 
@@ -259,6 +268,7 @@ impl Workload {
             auth: None,
             body: None,
             picks: Arc::new(Vec::new()),
+            once: None,
         }
     }
 
@@ -267,15 +277,30 @@ impl Workload {
         Workload::form_post(Check::Introspect, path, auth, &[("token", token)])
     }
 
+    /// This workload with its picks drawn in order, each once.
+    pub fn each_once(mut self) -> Workload {
+        self.once = Some(Arc::new(std::sync::atomic::AtomicUsize::new(0)));
+        self
+    }
+
     pub fn request(
         &self,
         target: &Target,
         rng: &mut Rng,
     ) -> Result<hyper::Request<http_body_util::Full<Bytes>>> {
-        let pick = if self.picks.is_empty() {
-            None
-        } else {
-            self.picks.get(rng.below(self.picks.len()))
+        let pick = match &self.once {
+            _ if self.picks.is_empty() => None,
+            Some(next) => {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match self.picks.get(i) {
+                    Some(p) => Some(p),
+                    None => bail!(
+                        "all {} one-time credentials were used: seed more",
+                        self.picks.len()
+                    ),
+                }
+            }
+            None => self.picks.get(rng.below(self.picks.len())),
         };
         let auth = self.auth.as_ref().or(target.root_auth());
         let (auth, body) = match pick {

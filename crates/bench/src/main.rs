@@ -168,6 +168,10 @@ enum Command {
         out: PathBuf,
         #[arg(long, default_value_t = 1000)]
         tokens: usize,
+        /// Also this many tokens per algorithm to send once each
+        /// (jwt-<alg>-fresh.txt): the cost of a signature never seen.
+        #[arg(long, default_value_t = 0)]
+        fresh: usize,
         /// The server's `[jwt_auth] audience`.
         #[arg(long)]
         audience: String,
@@ -403,11 +407,18 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
             server,
             out,
             tokens,
+            fresh,
             audience,
             lifetime,
         } => {
             let target = Target::new(&server.url, Some(&server.root))?;
-            jwt::seed(&target, &out, tokens, &audience, lifetime).await?;
+            let args = jwt::JwtSeed {
+                tokens,
+                fresh,
+                audience: &audience,
+                lifetime_s: lifetime,
+            };
+            jwt::seed(&target, &out, &args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::ConsoleSeed {

@@ -87,6 +87,9 @@ fn label(scenario: &str, keys: usize) -> String {
         "jwt-hs256" => format!("verify client JWT HS256, {n} tokens"),
         "jwt-eddsa" => format!("verify client JWT EdDSA, {n} tokens"),
         "jwt-es256" => format!("verify client JWT ES256, {n} tokens"),
+        "jwt-hs256-fresh" => "verify client JWT HS256, a new token each request".into(),
+        "jwt-eddsa-fresh" => "verify client JWT EdDSA, a new token each request".into(),
+        "jwt-es256-fresh" => "verify client JWT ES256, a new token each request".into(),
         "console-keys" => "API keys, first page".into(),
         "console-keys-deep" => "API keys, a page in the middle".into(),
         "console-keys-search-name" => "API keys, search a name every key has".into(),
@@ -268,6 +271,18 @@ fn scenario_goal(backend: &str, scenario: &str) -> Option<(&'static str, f64)> {
         "jwt-hs256" => Some(("verify client JWT HS256 / healthz", 0.4)),
         "jwt-eddsa" => Some(("verify client JWT EdDSA / healthz", 0.25)),
         "jwt-es256" => Some(("verify client JWT ES256 / healthz", 0.25)),
+        "jwt-hs256-fresh" => Some((
+            "verify client JWT HS256, new token each request / healthz",
+            0.4,
+        )),
+        "jwt-eddsa-fresh" => Some((
+            "verify client JWT EdDSA, new token each request / healthz",
+            0.25,
+        )),
+        "jwt-es256-fresh" => Some((
+            "verify client JWT ES256, new token each request / healthz",
+            0.25,
+        )),
         _ => None,
     }
 }

@@ -373,38 +373,48 @@ fn protect_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>
 }
 
 /// healthz, jwt-hs256, jwt-eddsa, healthz, jwt-es256: each algorithm's
-/// run has a healthz run on at least one side in its round.
+/// run has a healthz run on at least one side in its round; then, when
+/// seed-jwts wrote them, healthz, jwt-*-fresh (each request a token sent
+/// once), healthz. Only the reused-token runs are warmed up.
 fn jwt_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
     let dir = a
         .dir
         .as_deref()
         .context("the jwt plan needs --dir (written by seed-jwts)")?;
-    let mut runs = Vec::new();
-    for (name, (_, file)) in ["jwt-hs256", "jwt-eddsa", "jwt-es256"]
-        .into_iter()
-        .zip(crate::jwt::ALGS)
-    {
+    const NAMES: [(&str, &str); 3] = [
+        ("jwt-hs256", "jwt-hs256-fresh"),
+        ("jwt-eddsa", "jwt-eddsa-fresh"),
+        ("jwt-es256", "jwt-es256-fresh"),
+    ];
+    let healthz = || step("healthz", 0, target, Workload::healthz(), a);
+    let mut reused = Vec::new();
+    let mut fresh = Vec::new();
+    for ((name, fresh_name), (_, file, fresh_file)) in NAMES.into_iter().zip(crate::jwt::ALGS) {
         let tokens = seed::read_keys(&dir.join(file))?;
-        let n = tokens.len();
-        runs.push(step(
-            name,
-            n,
-            target,
-            Workload::verify(Check::Valid, &tokens, None)?,
-            a,
-        ));
+        let load = Workload::verify(Check::Valid, &tokens, None)?;
+        reused.push(step(name, tokens.len(), target, load, a));
+        let path = dir.join(fresh_file);
+        if path.exists() {
+            let tokens = seed::read_keys(&path)?;
+            let load = Workload::verify(Check::Valid, &tokens, None)?.each_once();
+            fresh.push(step(fresh_name, tokens.len(), target, load, a));
+        }
     }
-    let mut runs = runs.into_iter();
-    let (Some(hs), Some(ed), Some(es)) = (runs.next(), runs.next(), runs.next()) else {
+    let mut reused = reused.into_iter();
+    let (Some(hs), Some(ed), Some(es)) = (reused.next(), reused.next(), reused.next()) else {
         bail!("three algorithms");
     };
-    let steps = vec![
-        step("healthz", 0, target, Workload::healthz(), a),
-        hs,
-        ed,
-        step("healthz", 0, target, Workload::healthz(), a),
-        es,
-    ];
+    let mut steps = vec![healthz(), hs, ed, healthz(), es];
+    if !fresh.is_empty() {
+        steps.push(healthz());
+        let mut fresh = fresh.into_iter();
+        let first = fresh.next();
+        steps.extend(first);
+        steps.extend(fresh.next());
+        steps.push(healthz());
+        steps.extend(fresh);
+        steps.push(healthz());
+    }
     Ok((steps, vec![1, 2, 4]))
 }
 
