@@ -9,7 +9,7 @@
 # through the API (HS256 with its secret; EdDSA and ES256 with keys made
 # by latchkey-bench and registered as JWKs) and 1,000 distinct tokens
 # signed for each (reused: as a client keeps its token until it expires)
-# and 700,000 more each (sent once: a signature the server never saw), a
+# and 1,200,000 more each (sent once: a signature the server never saw), a
 # warm-up, then interleaved rounds at -c32 and -c1 of
 #   healthz, jwt-hs256, jwt-eddsa, healthz, jwt-es256,
 #   healthz, jwt-hs256-fresh, jwt-eddsa-fresh, healthz, jwt-es256-fresh, healthz
@@ -20,7 +20,7 @@
 # Prints the tables; exits 1 if any run had a wrong answer or an error.
 #
 # Overrides: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_C1_SECONDS (3),
-# BENCH_C1_ROUNDS (2), BENCH_TOKENS (1000), BENCH_FRESH_TOKENS (700000;
+# BENCH_C1_ROUNDS (2), BENCH_TOKENS (1000), BENCH_FRESH_TOKENS (1200000;
 # 0: no fresh runs; more runs need more), BENCH_WARMUP (3),
 # BENCH_CONNECTIONS (32), BENCH_BACKENDS ("sqlite postgres"),
 # BENCH_PG_URL (postgres://postgres@127.0.0.1:5432), BENCH_SKIP_BUILD=1.
@@ -33,7 +33,7 @@ cd "$ROOT_DIR"
 source "$ROOT_DIR/bench/lib.sh"
 
 TOKENS=${BENCH_TOKENS:-1000}
-FRESH=${BENCH_FRESH_TOKENS:-700000}
+FRESH=${BENCH_FRESH_TOKENS:-1200000}
 BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
 AUDIENCE=https://api.bench.test
 
