@@ -572,7 +572,7 @@ pub struct FormData {
 impl FormData {
     pub fn parse(raw: &[u8]) -> FormData {
         FormData {
-            fields: form_urlencoded::parse(raw)
+            fields: crate::http::form::parse(raw)
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
         }

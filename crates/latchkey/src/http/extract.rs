@@ -218,7 +218,7 @@ pub fn credential(
     if !cfg.query_param.is_empty()
         && let Some(q) = query
     {
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+        for (k, v) in crate::http::form::parse(q.as_bytes()) {
             if k == cfg.query_param {
                 if v.is_empty() {
                     return Err(ApiError::invalid_request(format!(

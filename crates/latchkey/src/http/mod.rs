@@ -3,6 +3,7 @@
 pub mod authorize;
 pub mod clients;
 pub mod extract;
+pub mod form;
 pub mod forward_auth;
 pub mod gate;
 pub mod oauth;

@@ -145,11 +145,7 @@ fn forward_query(query: Option<&str>, param: &str) -> Option<String> {
         .split('&')
         .filter(|pair| {
             let name = pair.split('=').next().unwrap_or_default();
-            let decoded: String = form_urlencoded::parse(name.as_bytes())
-                .next()
-                .map(|(k, _)| k.into_owned())
-                .unwrap_or_default();
-            decoded != param
+            crate::http::form::decode(name.as_bytes()) != param
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))

@@ -71,7 +71,7 @@ pub struct Params {
 impl Params {
     pub fn parse(raw: &[u8]) -> Params {
         let mut p = Params::default();
-        for (k, v) in form_urlencoded::parse(raw) {
+        for (k, v) in crate::http::form::parse(raw) {
             if v.is_empty() {
                 continue;
             }

@@ -2,7 +2,6 @@
 //! authentication, the three grants, introspection and revocation. Every
 //! refusal is in RFC 6749's own error format (`{error, error_description}`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_lc_rs::digest::{SHA256, digest};
@@ -24,6 +23,9 @@ use crate::jose::AccessClaims;
 
 /// Longest parameter value read (a scope string, a token, an assertion).
 const MAX_PARAM: usize = 16 * 1024;
+/// Most parameters in one form body (a token request has about ten; a
+/// longer list is refused rather than searched).
+const MAX_PARAMS: usize = 64;
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 
 /// An RFC 6749 §5.2 error.
@@ -112,9 +114,9 @@ impl IntoResponse for OAuthError {
 }
 
 /// The parameters of a form body: each at most once (RFC 6749 §3.2), an
-/// empty value is as if absent (§3.1).
+/// empty value is as if absent (§3.1). A handful of them: a list.
 #[derive(Debug, Default)]
-pub struct Form(HashMap<String, String>);
+pub struct Form(Vec<(String, String)>);
 
 impl Form {
     pub fn parse(headers: &HeaderMap, body: &[u8]) -> Result<Form, OAuthError> {
@@ -128,8 +130,8 @@ impl Form {
                 "The body must be application/x-www-form-urlencoded.",
             ));
         }
-        let mut map = HashMap::new();
-        for (k, v) in form_urlencoded::parse(body) {
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for (k, v) in crate::http::form::parse(body) {
             if v.len() > MAX_PARAM || k.len() > 256 {
                 return Err(OAuthError::invalid_request(format!(
                     "The parameter `{}` is too long.",
@@ -139,17 +141,26 @@ impl Form {
             if v.is_empty() {
                 continue;
             }
-            if map.insert(k.to_string(), v.to_string()).is_some() {
+            if fields.iter().any(|(name, _)| *name == k) {
                 return Err(OAuthError::invalid_request(format!(
                     "The parameter `{k}` is given more than once."
                 )));
             }
+            if fields.len() == MAX_PARAMS {
+                return Err(OAuthError::invalid_request(format!(
+                    "The body has more than {MAX_PARAMS} parameters."
+                )));
+            }
+            fields.push((k.into_owned(), v.into_owned()));
         }
-        Ok(Form(map))
+        Ok(Form(fields))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.get(name).map(String::as_str)
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     fn require(&self, name: &str) -> Result<&str, OAuthError> {
@@ -177,12 +188,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OA
     let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
     let (id, secret) = decoded.split_once(':').ok_or_else(bad)?;
     // RFC 6749 §2.3.1: both are form-urlencoded before encoding.
-    let unescape = |s: &str| -> String {
-        form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
-    };
+    let unescape = |s: &str| crate::http::form::decode(s.as_bytes()).into_owned();
     Ok(Some((unescape(id), unescape(secret))))
 }
 
@@ -851,7 +857,7 @@ pub async fn introspect(
     app: &App,
     headers: &HeaderMap,
     form: &Form,
-) -> Result<serde_json::Value, OAuthError> {
+) -> Result<Introspection, OAuthError> {
     let client = authenticate(app, headers, form).await?;
     if client.public {
         // RFC 7662 §2.1: the endpoint requires client authentication; a
@@ -861,39 +867,61 @@ pub async fn introspect(
         ));
     }
     let token = form.require("token")?;
-    let inactive = serde_json::json!({ "active": false });
     let info = if token.starts_with(REFRESH_PREFIX) {
         match refresh_info(app, token).await? {
             Some(i) => i,
-            None => return Ok(inactive),
+            None => return Ok(Introspection::default()),
         }
     } else {
         match check_access_token(app, token).await? {
             Ok(i) => i,
-            Err(_) => return Ok(inactive),
+            Err(_) => return Ok(Introspection::default()),
         }
     };
     if info.client_id != client.id {
-        return Ok(inactive);
+        return Ok(Introspection::default());
     }
-    let mut answer = serde_json::json!({
-        "active": true,
-        "scope": info.scopes.join(" "),
-        "client_id": info.client_id,
-        "sub": info.subject,
-        "exp": info.exp,
-        "iat": info.iat,
-        "iss": app.config.public_url(),
-        "org_id": info.org_id,
-        "token_type": match info.kind { TokenKind::Access => "Bearer", TokenKind::Refresh => "refresh_token" },
-    });
-    if let (Some(obj), TokenKind::Access) = (answer.as_object_mut(), info.kind) {
-        obj.insert("aud".into(), app.config.token_audience().into());
-        if let Some(j) = info.jti {
-            obj.insert("jti".into(), j.into());
-        }
-    }
-    Ok(answer)
+    let access = info.kind == TokenKind::Access;
+    Ok(Introspection {
+        active: true,
+        aud: access.then(|| app.config.token_audience()),
+        scope: Some(info.scopes.join(" ")),
+        iss: Some(app.config.public_url().to_owned()),
+        token_type: Some(if access { "Bearer" } else { "refresh_token" }),
+        jti: if access { info.jti } else { None },
+        exp: Some(info.exp),
+        iat: Some(info.iat),
+        client_id: Some(info.client_id),
+        org_id: Some(info.org_id),
+        sub: Some(info.subject),
+    })
+}
+
+/// An RFC 7662 answer: `{"active": false}` alone (the default), or the
+/// token's members, in name order.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Introspection {
+    pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_type: Option<&'static str>,
 }
 
 async fn refresh_info(app: &App, token: &str) -> Result<Option<TokenInfo>, OAuthError> {
