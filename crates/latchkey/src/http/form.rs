@@ -20,10 +20,9 @@ pub fn parse(input: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)>
         .split(|&b| b == b'&')
         .filter(|s| !s.is_empty())
         .map(|sequence| {
-            let (name, value) = match sequence.iter().position(|&b| b == b'=') {
-                Some(i) => (&sequence[..i], &sequence[i + 1..]),
-                None => (sequence, &[][..]),
-            };
+            let mut halves = sequence.splitn(2, |&b| b == b'=');
+            let name = halves.next().unwrap_or_default();
+            let value = halves.next().unwrap_or_default();
             (decode(name), decode(value))
         })
 }
