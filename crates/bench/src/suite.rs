@@ -408,8 +408,7 @@ fn jwt_plan(target: &Target, a: &SuiteArgs) -> Result<(Vec<Step>, Vec<usize>)> {
     if !fresh.is_empty() {
         steps.push(healthz());
         let mut fresh = fresh.into_iter();
-        let first = fresh.next();
-        steps.extend(first);
+        steps.extend(fresh.next());
         steps.extend(fresh.next());
         steps.push(healthz());
         steps.extend(fresh);

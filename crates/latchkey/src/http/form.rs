@@ -29,13 +29,14 @@ pub fn parse(input: &[u8]) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)>
 
 /// One component, decoded.
 pub fn decode(input: &[u8]) -> Cow<'_, str> {
-    if !input.contains(&b'%')
-        && !input.contains(&b'+')
+    let plus = input.contains(&b'+');
+    if !plus
+        && !input.contains(&b'%')
         && let Ok(s) = std::str::from_utf8(input)
     {
         return Cow::Borrowed(s);
     }
-    let spaced: Cow<'_, [u8]> = if input.contains(&b'+') {
+    let spaced: Cow<'_, [u8]> = if plus {
         Cow::Owned(
             input
                 .iter()

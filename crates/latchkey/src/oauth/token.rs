@@ -998,6 +998,38 @@ pub async fn revoke(app: &App, headers: &HeaderMap, form: &Form) -> Result<(), O
 mod tests {
     use super::*;
 
+    fn form(body: &str) -> Result<Form, OAuthError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+        Form::parse(&headers, body.as_bytes())
+    }
+
+    #[test]
+    fn form_parameters_once_each_and_at_most_64() {
+        let f = form("grant_type=client_credentials&scope=a+b&empty=&x=%41").unwrap();
+        assert_eq!(f.get("scope"), Some("a b"));
+        assert_eq!(f.get("x"), Some("A"));
+        assert_eq!(f.get("empty"), None);
+        let e = form("scope=a&scope=b").unwrap_err();
+        assert!(
+            e.description.contains("more than once"),
+            "{}",
+            e.description
+        );
+        let body = |n: usize| {
+            (0..n)
+                .map(|i| format!("p{i}=v"))
+                .collect::<Vec<_>>()
+                .join("&")
+        };
+        assert_eq!(form(&body(MAX_PARAMS)).unwrap().0.len(), MAX_PARAMS);
+        let e = form(&body(MAX_PARAMS + 1)).unwrap_err();
+        assert!(e.description.contains("more than 64"), "{}", e.description);
+    }
+
     #[test]
     fn pkce_s256() {
         // RFC 7636 appendix B.
