@@ -252,16 +252,6 @@ macro_rules! impl_store {
                 }
             }
 
-            /// Looks a key up by digest through sqlx.
-            async fn sqlx_key_by_digest(&self, digest: &[u8]) -> $crate::Result<Option<$crate::ApiKey>> {
-                let row = sqlx::query($crate::sql::KEY_BY_DIGEST)
-                    .bind(digest)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err($crate::common::db_err)?;
-                row.as_ref().map($crate::common::api_key).transpose()
-            }
-
             /// Looks a root key up by digest through sqlx.
             async fn sqlx_root_key_by_digest(&self, digest: &[u8]) -> $crate::Result<Option<$crate::RootKey>> {
                 let row = sqlx::query($crate::sql::ROOT_KEY_BY_DIGEST)

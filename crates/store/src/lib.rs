@@ -13,6 +13,7 @@ mod common;
 pub mod console;
 mod logs;
 pub mod oauth;
+mod pg_lookup;
 mod postgres;
 mod sql;
 mod sqlite;

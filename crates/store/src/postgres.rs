@@ -18,6 +18,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Key lookups by digest, coalesced into shared round trips.
+    lookups: crate::pg_lookup::KeyLookups,
 }
 
 impl PgStore {
@@ -33,7 +35,8 @@ impl PgStore {
             .connect(url)
             .await
             .map_err(db_err)?;
-        Ok(Self { pool })
+        let lookups = crate::pg_lookup::KeyLookups::start(url)?;
+        Ok(Self { pool, lookups })
     }
 
     /// The underlying pool.
@@ -43,6 +46,7 @@ impl PgStore {
 
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
+        self.lookups.close().await;
         self.pool.close().await;
     }
 
@@ -222,7 +226,7 @@ impl PgStore {
     }
 
     async fn lookup_key(&self, digest: &[u8]) -> Result<Option<crate::ApiKey>> {
-        self.sqlx_key_by_digest(digest).await
+        self.lookups.key_by_digest(digest).await
     }
 
     async fn lookup_root_key(&self, digest: &[u8]) -> Result<Option<crate::RootKey>> {

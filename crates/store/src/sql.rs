@@ -105,6 +105,13 @@ pub(crate) const INSERT_KEY: &str = concat!(
 pub(crate) const KEY_BY_DIGEST: &str =
     concat!("SELECT ", key_cols!(), " FROM api_keys WHERE digest = $1");
 
+/// `$1` = the digests (PostgreSQL: coalesced lookups, see `pg_lookup`).
+pub(crate) const KEYS_BY_DIGESTS: &str = concat!(
+    "SELECT ",
+    key_cols!(),
+    " FROM api_keys WHERE digest = ANY($1)"
+);
+
 pub(crate) const GET_KEY: &str = concat!("SELECT ", key_cols!(), " FROM api_keys WHERE id = $1");
 
 pub(crate) const KEY_EXISTS: &str = "SELECT 1 FROM api_keys WHERE id = $1";

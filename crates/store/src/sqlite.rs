@@ -131,13 +131,18 @@ fn is_in_memory(url: &str) -> bool {
 }
 
 impl SqliteStore {
-    /// Most log entries per statement (multi-row `INSERT`: 18 parameters
-    /// each, under SQLite's limit of 32,766) or per transaction.
-    const LOG_CHUNK: usize = 1_000;
+    /// Most log entries per transaction: the log recorder's whole batch.
+    /// Every commit changes the file, and every reader then drops its map
+    /// of the file and faults its pages in again (SQLite unmaps on any
+    /// change): one commit per batch, not one per thousand entries.
+    const LOG_CHUNK: usize = 5_000;
+    /// Most log entries per multi-row `INSERT` (18 parameters each, under
+    /// SQLite's limit of 32,766).
+    const LOG_STATEMENT_ROWS: usize = 1_000;
 
     /// On a file: rusqlite, one prepared statement, off the async threads.
-    /// In memory (only sqlx's connections see the data): a multi-row
-    /// `INSERT` per chunk.
+    /// In memory (only sqlx's connections see the data): multi-row
+    /// `INSERT`s in one transaction.
     async fn write_logs(&self, chunk: &[crate::LogEntry]) -> Result<()> {
         if let Some(readers) = &self.readers {
             let readers = readers.clone();
@@ -146,37 +151,39 @@ impl SqliteStore {
                 .await
                 .map_err(|e| crate::StoreError::Corrupt(format!("log writer: {e}")))?;
         }
-        let mut qb = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO logs (");
-        qb.push(crate::logs::LOG_COLS).push(") ");
-        qb.push_values(chunk, |mut b, e| {
-            let r = crate::logs::LogRow::of(&e.event);
-            let s = |v: Option<&str>| v.map(str::to_owned);
-            b.push_bind(e.id.clone())
-                .push_bind(e.org_id.clone())
-                .push_bind(e.time)
-                .push_bind(e.event.kind())
-                .push_bind(e.request_id.clone())
-                .push_bind(s(r.credential_type))
-                .push_bind(s(r.key_id))
-                .push_bind(s(r.client_id))
-                .push_bind(s(r.code))
-                .push_bind(r.status)
-                .push_bind(s(r.method))
-                .push_bind(s(r.path))
-                .push_bind(s(r.ip))
-                .push_bind(s(r.user_agent))
-                .push_bind(r.latency_us)
-                .push_bind(s(r.actor))
-                .push_bind(s(r.action))
-                .push_bind(s(r.target));
-        });
         let mut tx = self.begin_write().await.map_err(db_err)?;
-        // Chunks differ in size: not worth a prepared statement each.
-        qb.build()
-            .persistent(false)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        for part in chunk.chunks(Self::LOG_STATEMENT_ROWS) {
+            let mut qb = sqlx::QueryBuilder::<Sqlite>::new("INSERT INTO logs (");
+            qb.push(crate::logs::LOG_COLS).push(") ");
+            qb.push_values(part, |mut b, e| {
+                let r = crate::logs::LogRow::of(&e.event);
+                let s = |v: Option<&str>| v.map(str::to_owned);
+                b.push_bind(e.id.clone())
+                    .push_bind(e.org_id.clone())
+                    .push_bind(e.time)
+                    .push_bind(e.event.kind())
+                    .push_bind(e.request_id.clone())
+                    .push_bind(s(r.credential_type))
+                    .push_bind(s(r.key_id))
+                    .push_bind(s(r.client_id))
+                    .push_bind(s(r.code))
+                    .push_bind(r.status)
+                    .push_bind(s(r.method))
+                    .push_bind(s(r.path))
+                    .push_bind(s(r.ip))
+                    .push_bind(s(r.user_agent))
+                    .push_bind(r.latency_us)
+                    .push_bind(s(r.actor))
+                    .push_bind(s(r.action))
+                    .push_bind(s(r.target));
+            });
+            // Parts differ in size: not worth a prepared statement each.
+            qb.build()
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
         for (org, hour, code, n) in crate::logs::hour_counts(chunk) {
             sqlx::query(crate::console::sql::ADD_LOG_HOUR)
                 .bind(org)
@@ -198,7 +205,14 @@ impl SqliteStore {
     async fn lookup_key(&self, digest: &[u8]) -> Result<Option<crate::ApiKey>> {
         match &self.readers {
             Some(r) => r.key_by_digest(digest),
-            None => self.sqlx_key_by_digest(digest).await,
+            None => {
+                let row = sqlx::query(crate::sql::KEY_BY_DIGEST)
+                    .bind(digest)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(db_err)?;
+                row.as_ref().map(crate::common::api_key).transpose()
+            }
         }
     }
 

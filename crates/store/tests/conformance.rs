@@ -78,6 +78,7 @@ conformance!(
     orgs_create_get_list,
     root_keys,
     keys_create_and_lookup,
+    keys_by_digest_concurrently,
     list_keys_pages_newest_first,
     list_keys_by_external_id,
     update_key_fields,
@@ -438,6 +439,57 @@ async fn keys_create_and_lookup(store: Arc<dyn Store>) {
             .is_err()
     );
     assert_not_found(store.get_key("k4").await, "key of an unknown org");
+}
+
+/// Many lookups at once, of keys that exist (each asked for several
+/// times), of digests that match nothing, and of a key changed in between:
+/// each gets its own row. (PostgreSQL answers lookups that arrive together
+/// in shared round trips.)
+async fn keys_by_digest_concurrently(store: Arc<dyn Store>) {
+    store_with_org(&*store, "o1").await;
+    let mut keys = Vec::new();
+    for i in 0..200 {
+        let mut k = key(&format!("k{i}"), "o1", NOW + i);
+        k.metadata = json!({ "n": i });
+        k.scopes = vec![format!("scope{i}")];
+        store.create_key(&k).await.unwrap();
+        keys.push(k);
+    }
+    let keys = Arc::new(keys);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..2_000usize {
+        let store = store.clone();
+        let keys = keys.clone();
+        tasks.spawn(async move {
+            if i % 5 == 4 {
+                let found = store
+                    .key_by_digest(&digest(&format!("absent{i}")))
+                    .await
+                    .unwrap();
+                assert_eq!(found, None, "lookup {i}");
+            } else {
+                let want = &keys[(i * 7919) % keys.len()];
+                let found = store.key_by_digest(&want.digest).await.unwrap();
+                assert_eq!(found.as_ref(), Some(want), "lookup {i}");
+            }
+        });
+    }
+    let mut done = 0;
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+        done += 1;
+    }
+    assert_eq!(done, 2_000);
+
+    // What a lookup answers is the row as it is now, not as a batch saw it.
+    assert!(
+        store
+            .revoke_key("k3", NOW + 500, Some("gone"))
+            .await
+            .is_ok()
+    );
+    let after = store.key_by_digest(&digest("k3")).await.unwrap().unwrap();
+    assert_eq!(after.revoked_at, Some(NOW + 500));
 }
 
 async fn list_keys_pages_newest_first(store: Arc<dyn Store>) {
