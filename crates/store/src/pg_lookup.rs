@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -145,29 +144,36 @@ async fn answer(pool: &PgPool, batch: Vec<Lookup>) {
             return;
         }
     };
-    let mut found: HashMap<Vec<u8>, Answer> = HashMap::with_capacity(rows.len());
+    // A row that decodes carries its digest; one that does not is read
+    // for its digest alone, so that it fails its own lookup.
+    let mut found: HashMap<Vec<u8>, std::result::Result<ApiKey, String>> =
+        HashMap::with_capacity(rows.len());
     for row in &rows {
-        let key = crate::common::api_key(row);
-        match row.try_get::<Vec<u8>, _>("digest") {
-            Ok(digest) => {
-                found.insert(digest, key.map(Some));
+        match crate::common::api_key(row) {
+            Ok(key) => {
+                found.insert(key.digest.clone(), Ok(key));
             }
-            Err(e) => {
-                // Without its digest a row answers no one; it must not
-                // read as "no such key" either.
-                let message = format!("key row without a digest: {e}");
-                for l in batch {
-                    let _ = l.reply.send(Err(StoreError::Corrupt(message.clone())));
+            Err(e) => match row.try_get::<Vec<u8>, _>("digest") {
+                Ok(digest) => {
+                    found.insert(digest, Err(e.to_string()));
                 }
-                return;
-            }
+                Err(e) => {
+                    // Without its digest a row answers no one; it must not
+                    // read as "no such key" either.
+                    let message = format!("key row without a digest: {e}");
+                    for l in batch {
+                        let _ = l.reply.send(Err(StoreError::Corrupt(message.clone())));
+                    }
+                    return;
+                }
+            },
         }
     }
     for l in batch {
         let answer = match found.get(&l.digest) {
             None => Ok(None),
-            Some(Ok(key)) => Ok(key.clone()),
-            Some(Err(e)) => Err(StoreError::Corrupt(e.to_string())),
+            Some(Ok(key)) => Ok(Some(key.clone())),
+            Some(Err(message)) => Err(StoreError::Corrupt(message.clone())),
         };
         let _ = l.reply.send(answer);
     }
