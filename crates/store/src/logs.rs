@@ -199,6 +199,69 @@ impl<'a> LogRow<'a> {
     }
 }
 
+/// `entries` as the data of `COPY logs (LOG_COLS) FROM STDIN` in
+/// PostgreSQL's text format: one line per entry, columns separated by tabs,
+/// `\N` for NULL, and backslash, tab, newline and carriage return escaped
+/// (<https://www.postgresql.org/docs/current/sql-copy.html>, "Text
+/// Format"). A NUL character, which no PostgreSQL text can hold, is
+/// dropped rather than failing the whole batch.
+pub(crate) fn copy_text(entries: &[LogEntry]) -> Vec<u8> {
+    fn text(out: &mut Vec<u8>, v: Option<&str>) {
+        let Some(v) = v else {
+            out.extend_from_slice(b"\\N\t");
+            return;
+        };
+        for b in v.bytes() {
+            match b {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                0 => {}
+                b => out.push(b),
+            }
+        }
+        out.push(b'\t');
+    }
+    fn int(out: &mut Vec<u8>, v: Option<i64>) {
+        match v {
+            Some(n) => {
+                use std::io::Write as _;
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "{n}\t");
+            }
+            None => out.extend_from_slice(b"\\N\t"),
+        }
+    }
+    let mut out = Vec::with_capacity(entries.len() * 160);
+    for e in entries {
+        let r = LogRow::of(&e.event);
+        text(&mut out, Some(&e.id));
+        text(&mut out, e.org_id.as_deref());
+        int(&mut out, Some(e.time));
+        text(&mut out, Some(e.event.kind()));
+        text(&mut out, e.request_id.as_deref());
+        text(&mut out, r.credential_type);
+        text(&mut out, r.key_id);
+        text(&mut out, r.client_id);
+        text(&mut out, r.code);
+        int(&mut out, r.status.map(i64::from));
+        text(&mut out, r.method);
+        text(&mut out, r.path);
+        text(&mut out, r.ip);
+        text(&mut out, r.user_agent);
+        int(&mut out, r.latency_us);
+        text(&mut out, r.actor);
+        text(&mut out, r.action);
+        text(&mut out, r.target);
+        // The last column's tab becomes the line's end.
+        if let Some(last) = out.last_mut() {
+            *last = b'\n';
+        }
+    }
+    out
+}
+
 pub(crate) fn log_entry<'r, R>(row: &'r R) -> Result<LogEntry>
 where
     R: Row,
@@ -254,6 +317,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_text_escapes_and_marks_nulls() {
+        const KEY: &str = "key_AAAAAAAAAAAAAAAAAAAAAA";
+        let entry = LogEntry {
+            id: "log_1".to_owned(),
+            time: -5,
+            org_id: None,
+            request_id: Some("a\tb\nc\rd\\e\0f".to_owned()),
+            event: LogEvent::Action(ActionEvent {
+                actor: "cli".to_owned(),
+                action: "key.created".to_owned(),
+                target: Some(KEY.to_owned()),
+            }),
+        };
+        let text = String::from_utf8(copy_text(&[entry.clone(), entry])).unwrap();
+        let line = format!(
+            "log_1\t\\N\t-5\taction\ta\\tb\\nc\\rd\\\\ef\t\\N\t{KEY}\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\t\\N\tcli\tkey.created\t{KEY}\n"
+        );
+        assert_eq!(text, format!("{line}{line}"));
+        assert_eq!(line.split('\t').count(), LOG_COLS.split(',').count());
+        assert!(copy_text(&[]).is_empty());
+    }
 
     #[test]
     fn one_bound_a_side() {

@@ -91,6 +91,7 @@ conformance!(
     key_limits_patch,
     spend_credits,
     logs_insert_and_list,
+    logs_keep_awkward_text,
     logs_filters,
     logs_cursor_pages,
     logs_prune,
@@ -1426,6 +1427,39 @@ async fn logs_insert_and_list(store: Arc<dyn Store>) {
             .is_empty()
     );
     assert_eq!(store.list_logs(&log_query("o1", 2)).await.unwrap().len(), 2);
+}
+
+/// Text the escaping of a bulk load could get wrong comes back as it
+/// was written: tabs, line ends, backslashes, a literal `\N`, an empty
+/// string (which is not NULL), non-ASCII.
+async fn logs_keep_awkward_text(store: Arc<dyn Store>) {
+    let awkward = [
+        "tab\there",
+        "line\nend\r\n",
+        "back\\slash\\",
+        "\\N",
+        "\\.",
+        "",
+        "caf\u{e9} \u{1f511} \u{202e}",
+        "\\t not a tab",
+    ];
+    let mut entries = Vec::new();
+    for (n, text) in awkward.iter().enumerate() {
+        let mut e = decision(n + 1, Some("o1"), NOW + n as i64, Some(KEY_A), "VALID");
+        if let LogEvent::Decision(d) = &mut e.event {
+            d.path = Some(format!("/p/{text}"));
+            d.user_agent = Some((*text).to_owned());
+        }
+        entries.push(e);
+    }
+    store.insert_logs(&entries).await.unwrap();
+
+    let got = store.list_logs(&log_query("o1", 50)).await.unwrap();
+    assert_eq!(got.len(), entries.len());
+    for want in &entries {
+        let back = got.iter().find(|e| e.id == want.id).unwrap();
+        assert_eq!(back, want);
+    }
 }
 
 async fn logs_filters(store: Arc<dyn Store>) {
