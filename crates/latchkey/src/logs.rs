@@ -5,7 +5,7 @@
 //! [`App::log_action`] put an entry on a bounded queue (dropping it, and
 //! counting `latchkey_dropped_logs_total`, when the queue is full) and a
 //! background task writes the queue in batches (every second, or every
-//! 1,000 entries). A retention task deletes entries older than
+//! 5,000 entries). A retention task deletes entries older than
 //! `[logs] retention`, and expired OAuth codes and tokens, once an hour.
 //!
 //! A row never holds a secret: ids, codes, the path without its query
