@@ -95,15 +95,6 @@ impl PgStore {
     }
 }
 
-/// A batch of log entries goes in by `COPY`, the cheapest way into
-/// PostgreSQL for both sides: one text buffer written straight from the
-/// entries (no per-column arrays to build and decode, no `UNNEST`).
-const COPY_LOGS: &str = concat!(
-    "COPY logs (id, org_id, at, kind, request_id, credential_type, key_id, client_id, ",
-    "code, status, method, path, ip, user_agent, latency_us, actor, action, target) ",
-    "FROM STDIN"
-);
-
 /// The hourly counts of a batch (`log_hours`), one statement: each
 /// (organization, hour, code) appears once in the arrays.
 const ADD_LOG_HOURS: &str = concat!(
@@ -117,6 +108,10 @@ impl PgStore {
     const LOG_CHUNK: usize = 10_000;
 
     async fn write_logs(&self, chunk: &[crate::LogEntry]) -> Result<()> {
+        // A batch goes in by `COPY`, the cheapest way into PostgreSQL for
+        // both sides: one text buffer written straight from the entries, in
+        // the order of LOG_COLS (no per-column arrays, no `UNNEST`).
+        let copy_logs = format!("COPY logs ({}) FROM STDIN", crate::logs::LOG_COLS);
         let data = crate::logs::copy_text(chunk);
         // A batch of usage log entries may be lost in a crash of the
         // database server (never half-written): no wait for the WAL flush.
@@ -127,7 +122,7 @@ impl PgStore {
             .map_err(db_err)?;
         // On an error the COPY is dropped, which fails it, and so is the
         // transaction, which rolls back: nothing half-written.
-        let mut copy = tx.copy_in_raw(COPY_LOGS).await.map_err(db_err)?;
+        let mut copy = tx.copy_in_raw(&copy_logs).await.map_err(db_err)?;
         copy.send(data).await.map_err(db_err)?;
         copy.finish().await.map_err(db_err)?;
         let hours = crate::logs::hour_counts(chunk);
