@@ -113,6 +113,45 @@ impl Drop for App {
     }
 }
 
+/// How many digests [`SeenOnce`] holds (8 bytes each).
+const SEEN_SLOTS: usize = 1 << 16;
+
+/// A doorkeeper in front of a cache (as in TinyLFU): which digests were
+/// seen once, in a fixed table of tags, without allocating. A slot holds
+/// the last digest that fell in it, so a digest seen twice with many
+/// others between may be taken for new: it is then only verified once
+/// more.
+pub struct SeenOnce {
+    slots: Box<[AtomicU64]>,
+}
+
+impl SeenOnce {
+    /// `slots` is rounded up to a power of two.
+    pub fn new(slots: usize) -> Self {
+        let n = slots.max(1).next_power_of_two();
+        Self {
+            slots: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Whether `digest` was seen before; marks it seen.
+    pub fn seen_before(&self, digest: &[u8; 32]) -> bool {
+        let word = |at: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(digest.get(at..at + 8).unwrap_or(&[0; 8]));
+            u64::from_le_bytes(b)
+        };
+        // The slot from one word, the tag from another (never 0, the
+        // empty slot).
+        let mask = self.slots.len() - 1;
+        let Some(slot) = self.slots.get(usize::try_from(word(0)).unwrap_or(0) & mask) else {
+            return false;
+        };
+        let tag = word(8) | 1;
+        slot.swap(tag, Ordering::Relaxed) == tag
+    }
+}
+
 /// This node's caches of key records. A record stays until the change feed
 /// says it changed (through any node), the feed is lost, or the cache
 /// lifetime (`cache.ttl`, the backstop) ends.
@@ -143,6 +182,10 @@ pub struct Caches {
     /// a client reuses is verified once per node. The claims (time
     /// included) are checked on every use.
     verified_jwts: moka::sync::Cache<[u8; 32], Arc<VerifiedJwt>>,
+    /// The client JWTs seen once: a token enters `verified_jwts` on its
+    /// second use, so that tokens signed for one request each (as many
+    /// clients do) cost no cache entry.
+    jwts_seen: SeenOnce,
     /// The keys each client's JWTs are verified with, built from the
     /// client record they were read from (a changed record builds anew).
     client_keys: moka::sync::Cache<String, Arc<ClientJwtKeys>>,
@@ -270,6 +313,7 @@ impl App {
                 .max_capacity(cap)
                 .time_to_live(config.jwt_auth.max_lifetime.0 + config.jwt_auth.leeway.0)
                 .build(),
+            jwts_seen: SeenOnce::new(SEEN_SLOTS),
             client_keys: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(ttl)
@@ -576,8 +620,16 @@ impl App {
         self.caches.verified_jwts.get(digest)
     }
 
-    pub fn remember_client_jwt(&self, digest: [u8; 32], verified: Arc<VerifiedJwt>) {
-        self.caches.verified_jwts.insert(digest, verified);
+    /// Keeps a verified client JWT for its next uses, from its second
+    /// verification on (see [`SeenOnce`]).
+    pub fn remember_client_jwt(
+        &self,
+        digest: [u8; 32],
+        verified: impl FnOnce() -> Arc<VerifiedJwt>,
+    ) {
+        if self.caches.jwts_seen.seen_before(&digest) {
+            self.caches.verified_jwts.insert(digest, verified());
+        }
     }
 
     pub fn forget_client(&self, id: &str) {
@@ -700,5 +752,40 @@ async fn flush(
         if let Err(e) = store.touch_root_keys(&batch).await {
             tracing::warn!(error = %e, n = batch.len(), "could not record root key uses");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeenOnce;
+
+    fn digest(n: u64) -> [u8; 32] {
+        let mut d = [0u8; 32];
+        d[..8].copy_from_slice(&n.to_le_bytes());
+        d[8..16].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        d
+    }
+
+    #[test]
+    fn a_digest_counts_as_seen_from_its_second_sight() {
+        let seen = SeenOnce::new(1000);
+        assert_eq!(seen.slots.len(), 1024);
+        for n in 0..100 {
+            assert!(!seen.seen_before(&digest(n)), "first sight of {n}");
+        }
+        for n in 0..100 {
+            assert!(seen.seen_before(&digest(n)), "second sight of {n}");
+            assert!(seen.seen_before(&digest(n)), "third sight of {n}");
+        }
+    }
+
+    #[test]
+    fn a_slot_keeps_the_last_digest_that_fell_in_it() {
+        let seen = SeenOnce::new(4);
+        // 1 and 5 fall in the same slot of four.
+        assert!(!seen.seen_before(&digest(1)));
+        assert!(!seen.seen_before(&digest(5)));
+        assert!(!seen.seen_before(&digest(1)), "5 took the slot");
+        assert!(seen.seen_before(&digest(1)));
     }
 }

@@ -289,12 +289,14 @@ async fn decide_jwt(app: &App, ask: Ask<'_>) -> Result<Grant, ApiError> {
                 // One-time tokens: nothing to gain from remembering them.
                 client_jwt_grant(app, ask, &client, &claims).await
             } else {
-                let verified = Arc::new(crate::app::VerifiedJwt {
-                    client: client.clone(),
-                    claims,
+                let grant = client_jwt_grant(app, ask, &client, &claims).await;
+                app.remember_client_jwt(digest, || {
+                    Arc::new(crate::app::VerifiedJwt {
+                        client: client.clone(),
+                        claims,
+                    })
                 });
-                app.remember_client_jwt(digest, verified.clone());
-                client_jwt_grant(app, ask, &client, &verified.claims).await
+                grant
             }
         }
         Some(_) => Err(invalid_token(
