@@ -389,11 +389,12 @@ async fn async_main(cmd: Command) -> Result<ExitCode> {
             };
             let r = seed::seed(&target, &out, &args).await?;
             eprintln!(
-                "seeded {} keys + {} revoked in {:.1} s ({:.0} keys/s), {} malformed; org {}; files in {}",
+                "seeded {} keys + {} revoked in {:.1} s ({:.0} keys/s), each key verified once in {:.1} s, {} malformed; org {}; files in {}",
                 r.keys,
                 r.revoked,
                 r.seconds,
                 r.keys_per_sec,
+                r.first_use_seconds,
                 r.malformed,
                 r.org_id,
                 out.display()

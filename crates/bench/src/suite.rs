@@ -44,6 +44,10 @@ pub enum Record {
         malformed: usize,
         seconds: f64,
         keys_per_sec: f64,
+        /// How long verifying each live key once took (absent in results
+        /// files written before the first-use pass).
+        #[serde(default)]
+        first_use_seconds: Option<f64>,
     },
     Run(RunRecord),
     Propagation(PropagationRecord),
@@ -81,6 +85,7 @@ pub fn seed_record(backend: &str, r: &SeedReport) -> Record {
         malformed: r.malformed,
         seconds: r.seconds,
         keys_per_sec: r.keys_per_sec,
+        first_use_seconds: Some(r.first_use_seconds),
     }
 }
 
