@@ -116,8 +116,7 @@ async fn create_keys(
 
 /// Verifies each key once on `connections` connections; every answer
 /// must be 200 with `valid: true`.
-async fn use_each(target: &Target, keys: &[String], connections: usize) -> Result<()> {
-    let keys: Arc<Vec<String>> = Arc::new(keys.to_vec());
+async fn use_each(target: &Target, keys: Arc<Vec<String>>, connections: usize) -> Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..connections.clamp(1, keys.len().max(1)) {
@@ -198,13 +197,13 @@ pub async fn seed(target: &Target, out: &Path, args: &SeedArgs) -> Result<SeedRe
     }
     let seconds = started.elapsed().as_secs_f64();
     let used = Instant::now();
-    let live_keys: Vec<String> = live.iter().map(|(_, k)| k.clone()).collect();
-    use_each(target, &live_keys, args.connections).await?;
+    let live_keys: Arc<Vec<String>> = Arc::new(live.iter().map(|(_, k)| k.clone()).collect());
+    use_each(target, live_keys.clone(), args.connections).await?;
     let first_use_seconds = used.elapsed().as_secs_f64();
-    let malformed: Vec<String> = live
+    let malformed: Vec<String> = live_keys
         .iter()
         .take(args.malformed)
-        .map(|(_, k)| malform(k))
+        .map(|k| malform(k))
         .collect::<Result<_>>()?;
     for m in &malformed {
         if latchkey_core::keyfmt::check(m, "sk_live_")
@@ -213,7 +212,7 @@ pub async fn seed(target: &Target, out: &Path, args: &SeedArgs) -> Result<SeedRe
             bail!("{m} was meant to have a bad checksum");
         }
     }
-    write_lines(&out.join(KEYS_FILE), live.iter().map(|(_, k)| k.clone()))?;
+    write_lines(&out.join(KEYS_FILE), live_keys.iter().cloned())?;
     write_lines(
         &out.join(REVOKED_FILE),
         to_revoke.iter().map(|(_, k)| k.clone()),
