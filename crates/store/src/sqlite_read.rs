@@ -77,6 +77,12 @@ impl Readers {
         // misses this connection's own page cache.
         conn.pragma_update(None, "mmap_size", MMAP_SIZE)
             .map_err(err)?;
+        // As on sqlx's connections: in WAL mode, a commit then waits for
+        // no fsync (only checkpoints do). Per connection, and the default
+        // (FULL) made every usage-log batch an fsync of the WAL; a crash
+        // of the machine may lose the last batch, never half of one.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
         conn.set_prepared_statement_cache_capacity(8);
         Ok(conn)
     }
@@ -237,6 +243,27 @@ fn insert_logs(conn: &Connection, entries: &[crate::LogEntry]) -> rusqlite::Resu
 
 #[cfg(test)]
 mod tests {
+    /// The log writer (and every reader) commits without an fsync of the
+    /// WAL, as the sqlx pool does.
+    #[test]
+    fn connections_commit_without_fsync() {
+        let dir = std::env::temp_dir().join(format!("lk-readers-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "journal_mode", "WAL")
+            .unwrap();
+        let readers = super::Readers::new(path, std::time::Duration::from_secs(1));
+        let conn = readers.open().unwrap();
+        let sync: i64 = conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 1, "synchronous = NORMAL");
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// `raw_key` reads by position: these are the positions it uses.
     #[test]
     fn raw_key_positions_follow_key_cols() {
