@@ -155,22 +155,32 @@ impl SeenOnce {
     }
 }
 
+/// The hasher of the caches below: foldhash, seeded per process (what
+/// hashbrown, and so `std`'s maps' usual replacement, uses by default).
+/// moka defaults to SipHash, and its table rehashes every entry as
+/// records expire and new ones come in: with a cold cache, SipHash in those
+/// rehashes was 2.8% of the server's CPU. The keys are digests and ids of
+/// records that exist, not strings a caller chooses freely (the caches of
+/// caller-chosen keys, blocked IPs and rate-limit slots, keep SipHash).
+type CacheHasher = foldhash::fast::RandomState;
+type Cache<K, V> = moka::sync::Cache<K, V, CacheHasher>;
+
 /// This node's caches of key records. A record stays until the change feed
 /// says it changed (through any node), the feed is lost, or the cache
 /// lifetime (`cache.ttl`, the backstop) ends.
 pub struct Caches {
-    keys: moka::sync::Cache<[u8; 32], Arc<Cached<ApiKey>>>,
-    roots: moka::sync::Cache<[u8; 32], Arc<Cached<RootKey>>>,
+    keys: Cache<[u8; 32], Arc<Cached<ApiKey>>>,
+    roots: Cache<[u8; 32], Arc<Cached<RootKey>>>,
     /// OAuth clients by id (token endpoint, token checks).
-    clients: moka::sync::Cache<String, Arc<Client>>,
+    clients: Cache<String, Arc<Client>>,
     /// Grants by id: whether the tokens issued from one still hold.
-    grants: moka::sync::Cache<String, Arc<Grant>>,
+    grants: Cache<String, Arc<Grant>>,
     /// Opaque access tokens by digest.
-    access_tokens: moka::sync::Cache<[u8; 32], Arc<AccessToken>>,
+    access_tokens: Cache<[u8; 32], Arc<AccessToken>>,
     /// Revoked JWT ids (with their expiry, ms): every one not yet
     /// expired, loaded from the store and kept by the change feed, so
     /// checking a token costs no lookup. Valid while `jtis_loaded`.
-    revoked_jtis: moka::sync::Cache<String, i64>,
+    revoked_jtis: Cache<String, i64>,
     jtis_loaded: AtomicBool,
     jtis_loading: tokio::sync::Mutex<()>,
     /// Set when the signing keys changed: reloaded before the next use.
@@ -179,19 +189,19 @@ pub struct Caches {
     /// SHA-256 of the token: a token used for many requests is verified
     /// once per node. Expiry, revocation, the grant and the client are
     /// still checked on every use.
-    verified: moka::sync::Cache<[u8; 32], Arc<crate::jose::AccessClaims>>,
+    verified: Cache<[u8; 32], Arc<crate::jose::AccessClaims>>,
     /// Client-signed JWTs whose signature this node checked, by the
     /// SHA-256 of the token, with the client record it held for: a token
     /// a client reuses is verified once per node. The claims (time
     /// included) are checked on every use.
-    verified_jwts: moka::sync::Cache<[u8; 32], Arc<VerifiedJwt>>,
+    verified_jwts: Cache<[u8; 32], Arc<VerifiedJwt>>,
     /// The client JWTs seen once: a token enters `verified_jwts` on its
     /// second use, so that tokens signed for one request each (as many
     /// clients do) cost no cache entry.
     jwts_seen: SeenOnce,
     /// The keys each client's JWTs are verified with, built from the
     /// client record they were read from (a changed record builds anew).
-    client_keys: moka::sync::Cache<String, Arc<ClientJwtKeys>>,
+    client_keys: Cache<String, Arc<ClientJwtKeys>>,
     /// Bumped whenever a cached record is forgotten, so that a cache fill
     /// that read the store before a change can tell and not cache what it
     /// read (see [`App::cached`]).
@@ -290,37 +300,37 @@ impl App {
             keys: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(CacheHasher::default()),
             roots: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(CacheHasher::default()),
             clients: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(CacheHasher::default()),
             grants: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(CacheHasher::default()),
             access_tokens: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(ttl)
-                .build(),
-            revoked_jtis: moka::sync::Cache::builder().build(),
+                .build_with_hasher(CacheHasher::default()),
+            revoked_jtis: moka::sync::Cache::builder().build_with_hasher(CacheHasher::default()),
             verified: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(config.oauth.access_token_ttl.0)
-                .build(),
+                .build_with_hasher(CacheHasher::default()),
             verified_jwts: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(config.jwt_auth.max_lifetime.0 + config.jwt_auth.leeway.0)
-                .build(),
+                .build_with_hasher(CacheHasher::default()),
             jwts_seen: SeenOnce::new(SEEN_SLOTS),
             client_keys: moka::sync::Cache::builder()
                 .max_capacity(cap)
                 .time_to_live(ttl)
-                .build(),
+                .build_with_hasher(CacheHasher::default()),
             jtis_loaded: AtomicBool::new(false),
             jtis_loading: tokio::sync::Mutex::new(()),
             signing_keys_stale: AtomicBool::new(true),
@@ -441,7 +451,7 @@ impl App {
     /// [`by_id`] for key records, which carry when their last use was sent.
     async fn cached<T, F, Fut>(
         &self,
-        cache: &moka::sync::Cache<[u8; 32], Arc<Cached<T>>>,
+        cache: &Cache<[u8; 32], Arc<Cached<T>>>,
         digest: [u8; 32],
         last_used: fn(&T) -> Option<i64>,
         fetch: F,
@@ -665,7 +675,7 @@ impl App {
 /// feed is down, answers straight from the store.
 async fn by_id<K, V, F, Fut>(
     caches: &Caches,
-    cache: &moka::sync::Cache<K, Arc<V>>,
+    cache: &Cache<K, Arc<V>>,
     key: K,
     fetch: F,
 ) -> Result<Option<Arc<V>>, StoreError>
