@@ -155,15 +155,26 @@ impl SeenOnce {
     }
 }
 
-/// The hasher of the caches below: foldhash, seeded per process (what
-/// hashbrown, and so `std`'s maps' usual replacement, uses by default).
-/// moka defaults to SipHash, and its table rehashes every entry as
+/// The hasher of the caches below: foldhash, seeded per process (the
+/// hashbrown crate's default). moka defaults to SipHash, and its table rehashes every entry as
 /// records expire and new ones come in: with a cold cache, SipHash in those
 /// rehashes was 2.8% of the server's CPU. The keys are digests and ids of
 /// records that exist, not strings a caller chooses freely (the caches of
 /// caller-chosen keys, blocked IPs and rate-limit slots, keep SipHash).
 type CacheHasher = foldhash::fast::RandomState;
 type Cache<K, V> = moka::sync::Cache<K, V, CacheHasher>;
+
+/// A cache of at most `capacity` entries, each kept `ttl` at most.
+fn cache<K, V>(capacity: u64, ttl: Duration) -> Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(ttl)
+        .build_with_hasher(CacheHasher::default())
+}
 
 /// This node's caches of key records. A record stays until the change feed
 /// says it changed (through any node), the feed is lost, or the cache
@@ -297,40 +308,19 @@ impl App {
         let ttl = config.cache.ttl.0;
         let cap = config.cache.capacity;
         let caches = Arc::new(Caches {
-            keys: moka::sync::Cache::builder()
-                .max_capacity(cap)
-                .time_to_live(ttl)
-                .build_with_hasher(CacheHasher::default()),
-            roots: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_live(ttl)
-                .build_with_hasher(CacheHasher::default()),
-            clients: moka::sync::Cache::builder()
-                .max_capacity(cap)
-                .time_to_live(ttl)
-                .build_with_hasher(CacheHasher::default()),
-            grants: moka::sync::Cache::builder()
-                .max_capacity(cap)
-                .time_to_live(ttl)
-                .build_with_hasher(CacheHasher::default()),
-            access_tokens: moka::sync::Cache::builder()
-                .max_capacity(cap)
-                .time_to_live(ttl)
-                .build_with_hasher(CacheHasher::default()),
+            keys: cache(cap, ttl),
+            roots: cache(10_000, ttl),
+            clients: cache(cap, ttl),
+            grants: cache(cap, ttl),
+            access_tokens: cache(cap, ttl),
             revoked_jtis: moka::sync::Cache::builder().build_with_hasher(CacheHasher::default()),
-            verified: moka::sync::Cache::builder()
-                .max_capacity(cap)
-                .time_to_live(config.oauth.access_token_ttl.0)
-                .build_with_hasher(CacheHasher::default()),
-            verified_jwts: moka::sync::Cache::builder()
-                .max_capacity(cap)
-                .time_to_live(config.jwt_auth.max_lifetime.0 + config.jwt_auth.leeway.0)
-                .build_with_hasher(CacheHasher::default()),
+            verified: cache(cap, config.oauth.access_token_ttl.0),
+            verified_jwts: cache(
+                cap,
+                config.jwt_auth.max_lifetime.0 + config.jwt_auth.leeway.0,
+            ),
             jwts_seen: SeenOnce::new(SEEN_SLOTS),
-            client_keys: moka::sync::Cache::builder()
-                .max_capacity(cap)
-                .time_to_live(ttl)
-                .build_with_hasher(CacheHasher::default()),
+            client_keys: cache(cap, ttl),
             jtis_loaded: AtomicBool::new(false),
             jtis_loading: tokio::sync::Mutex::new(()),
             signing_keys_stale: AtomicBool::new(true),

@@ -247,9 +247,8 @@ mod tests {
     /// WAL, as the sqlx pool does.
     #[test]
     fn connections_commit_without_fsync() {
-        let dir = std::env::temp_dir().join(format!("lk-readers-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
         rusqlite::Connection::open(&path)
             .unwrap()
             .pragma_update(None, "journal_mode", "WAL")
@@ -260,8 +259,6 @@ mod tests {
             .pragma_query_value(None, "synchronous", |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 1, "synchronous = NORMAL");
-        drop(conn);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// `raw_key` reads by position: these are the positions it uses.
